@@ -1,0 +1,52 @@
+# SPDX-License-Identifier: GPL-2.0
+#
+# untorn: the commands a user runs. Everything is built against our own test kernel, which is
+# built once and cached outside the repo (see tools/testing/lib.sh for the cache layout).
+#
+#   make              build the modules (and the test kernel, if missing) and the tool
+#   make check        install what is missing, build everything, run every test
+#   make bench        run the benchmark in the `bench` flavour guest
+#   make CLIPPY=1     build the modules with clippy
+#   make rust-analyzer  write rust-project.json for the kernel-side Rust
+#
+# Variables: FLAVOUR=test|bench (default test), KDIR=<a 7.3 kernel built with CONFIG_RUST=y>,
+# UNTORN_CACHE=<cache directory>.
+
+FLAVOUR ?= test
+TESTING := tools/testing
+
+.PHONY: all modules tool deps check bench rust-analyzer fmt clean distclean
+
+all: modules tool
+
+deps:
+	$(TESTING)/install-deps
+
+modules:
+	$(TESTING)/build-modules $(FLAVOUR) >/dev/null
+
+tool:
+	cargo build --release --locked
+
+check:
+	$(TESTING)/run-checks
+
+bench:
+	$(TESTING)/run-bench
+
+rust-analyzer:
+	$(TESTING)/build-modules $(FLAVOUR) >/dev/null
+	$(MAKE) -C "$$(KDIR= $(TESTING)/build-kernel $(FLAVOUR))" M=$(CURDIR) rust-analyzer
+
+fmt:
+	cargo fmt --all
+	$(TESTING)/rustfmt-kernel
+
+clean:
+	cargo clean
+	rm -f rust/bindings/bindings_generated.rs rust-project.json
+
+# Also forget the cached kernels and modules (not the downloaded source or tools).
+distclean: clean
+	rm -rf "$${UNTORN_CACHE:-$${XDG_CACHE_HOME:-$$HOME/.cache}/untorn}/kernel" \
+	       "$${UNTORN_CACHE:-$${XDG_CACHE_HOME:-$$HOME/.cache}/untorn}/modules"

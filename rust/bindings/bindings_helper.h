@@ -1,0 +1,17 @@
+/* SPDX-License-Identifier: GPL-2.0 */
+/*
+ * Input of our own bindgen run (tools/testing/gen-bindings): what `kernel::bindings` lacks.
+ *
+ * Macros with casts such as REQ_ATOMIC are invisible to bindgen; a `const` variable initialised
+ * from the macro is not (the same trick as the kernel's RUST_CONST_HELPER_*). These variables
+ * are read only by bindgen, never compiled.
+ */
+
+#include <linux/blk_types.h>
+#include <linux/fs.h>
+#include <linux/uio.h>
+
+#include "rust/helpers/helpers.h"
+
+const blk_opf_t UNTORN_REQ_ATOMIC = REQ_ATOMIC;
+const int UNTORN_IOCB_ATOMIC = IOCB_ATOMIC;
