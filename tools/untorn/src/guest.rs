@@ -1,0 +1,173 @@
+// SPDX-License-Identifier: GPL-2.0
+
+//! Guest-side plumbing: running commands, finding test devices, scratch filesystems.
+
+use anyhow::{bail, Context, Result};
+use std::{
+    fs,
+    path::{Path, PathBuf},
+    process::Command,
+};
+
+/// Runs a command; fails with its standard error if it exits non-zero.
+pub fn run(program: &str, args: &[&str]) -> Result<String> {
+    let out = Command::new(program)
+        .args(args)
+        .output()
+        .with_context(|| format!("cannot run {program}"))?;
+    if !out.status.success() {
+        bail!(
+            "{program} {} failed ({}): {}",
+            args.join(" "),
+            out.status,
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
+    }
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+/// The disks that `scsi_debug` provides, e.g. `/dev/sda`.
+pub fn scsi_debug_disks() -> Result<Vec<PathBuf>> {
+    let mut disks = Vec::new();
+    let hosts = Path::new("/sys/bus/pseudo/drivers/scsi_debug");
+    if !hosts.exists() {
+        return Ok(disks);
+    }
+    // adapterN/hostH/targetH:C:T/H:C:T:L/block/sdX
+    for adapter in read_dir_matching(hosts, "adapter")? {
+        for host in read_dir_matching(&adapter, "host")? {
+            for target in read_dir_matching(&host, "target")? {
+                for lun in read_dir_matching(&target, "")? {
+                    let block = lun.join("block");
+                    if block.is_dir() {
+                        for disk in fs::read_dir(&block)? {
+                            disks.push(Path::new("/dev").join(disk?.file_name()));
+                        }
+                    }
+                }
+            }
+        }
+    }
+    disks.sort();
+    Ok(disks)
+}
+
+fn read_dir_matching(dir: &Path, prefix: &str) -> Result<Vec<PathBuf>> {
+    let mut found = Vec::new();
+    for entry in fs::read_dir(dir).with_context(|| format!("cannot list {}", dir.display()))? {
+        let entry = entry?;
+        if entry.file_name().to_string_lossy().starts_with(prefix) && entry.path().is_dir() {
+            found.push(entry.path());
+        }
+    }
+    Ok(found)
+}
+
+/// The one `scsi_debug` disk the tests use (vm-run's `--device scsi_debug` makes it).
+pub fn scsi_debug_disk() -> Result<PathBuf> {
+    match scsi_debug_disks()?.into_iter().next() {
+        Some(disk) => Ok(disk),
+        None => bail!(
+            "no scsi_debug disk: run in the guest with tools/testing/vm-run --device scsi_debug"
+        ),
+    }
+}
+
+/// A lower filesystem type the tests make on a device.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum FsType {
+    /// XFS.
+    Xfs,
+    /// ext4 with bigalloc (64 KiB clusters), which ext4 needs for multi-block atomic writes.
+    Ext4,
+}
+
+impl FsType {
+    /// The name `mount -t` takes.
+    pub fn name(self) -> &'static str {
+        match self {
+            FsType::Xfs => "xfs",
+            FsType::Ext4 => "ext4",
+        }
+    }
+
+    /// Makes a fresh filesystem of this type on `device`, destroying its content.
+    pub fn mkfs(self, device: &Path) -> Result<()> {
+        let dev = path_str(device)?;
+        match self {
+            FsType::Xfs => run("mkfs.xfs", &["-f", "-q", dev])?,
+            FsType::Ext4 => run(
+                "mkfs.ext4",
+                &[
+                    "-F", "-q", "-O", "bigalloc", "-b", "4096", "-C", "65536", dev,
+                ],
+            )?,
+        };
+        Ok(())
+    }
+}
+
+/// A filesystem mounted on a fresh directory; unmounted and removed when dropped.
+pub struct Mounted {
+    dir: PathBuf,
+}
+
+impl Mounted {
+    /// Makes a fresh filesystem on `device` and mounts it.
+    pub fn fresh(fs_type: FsType, device: &Path) -> Result<Self> {
+        fs_type.mkfs(device)?;
+        Self::mount(fs_type.name(), path_str(device)?, "")
+    }
+
+    /// Mounts `source` with type `fs_type` and `options` on a new directory.
+    pub fn mount(fs_type: &str, source: &str, options: &str) -> Result<Self> {
+        let dir = scratch_dir(fs_type)?;
+        let dir_str = path_str(&dir)?;
+        let mut args = vec!["-t", fs_type, source, dir_str];
+        if !options.is_empty() {
+            args.extend(["-o", options]);
+        }
+        if let Err(e) = run("mount", &args) {
+            let _ = fs::remove_dir(&dir);
+            return Err(e);
+        }
+        Ok(Self { dir })
+    }
+
+    /// The mount point.
+    pub fn path(&self) -> &Path {
+        &self.dir
+    }
+}
+
+impl Drop for Mounted {
+    fn drop(&mut self) {
+        if let Ok(dir) = path_str(&self.dir) {
+            if let Err(e) = run("umount", &[dir]) {
+                eprintln!("# warning: {e}");
+                return;
+            }
+        }
+        let _ = fs::remove_dir(&self.dir);
+    }
+}
+
+fn scratch_dir(tag: &str) -> Result<PathBuf> {
+    let base = std::env::temp_dir();
+    for n in 0..1000 {
+        let dir = base.join(format!("untorn-{tag}-{}-{n}", std::process::id()));
+        match fs::create_dir(&dir) {
+            Ok(()) => return Ok(dir),
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => continue,
+            Err(e) => return Err(e).with_context(|| format!("cannot create {}", dir.display())),
+        }
+    }
+    bail!("no free scratch directory under {}", base.display())
+}
+
+/// A path as UTF-8, for command lines.
+pub fn path_str(path: &Path) -> Result<&str> {
+    path.to_str()
+        .with_context(|| format!("path is not UTF-8: {}", path.display()))
+}
