@@ -9,3 +9,5 @@
 #![no_std]
 
 pub mod atomic_write;
+pub mod crash_model;
+pub mod rng;
