@@ -172,3 +172,18 @@ pub fn bytes(n: u64) -> String {
         n => format!("{n} B"),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::bytes;
+
+    #[test]
+    fn limits_read_in_the_largest_exact_unit() {
+        assert_eq!(bytes(0), "0");
+        assert_eq!(bytes(512), "512 B");
+        assert_eq!(bytes(4096), "4 KiB");
+        assert_eq!(bytes(1536), "1536 B");
+        assert_eq!(bytes(1 << 20), "1 MiB");
+        assert_eq!(bytes(3 << 19), "1536 KiB");
+    }
+}

@@ -66,6 +66,9 @@ fn default_devices() -> Result<Vec<PathBuf>> {
 }
 
 fn main() -> ExitCode {
+    // SAFETY: Called before any other thread exists; restoring the default SIGPIPE action makes
+    // `untorn ... | head` end quietly, as C tools do, instead of panicking in `println!`.
+    unsafe { libc::signal(libc::SIGPIPE, libc::SIG_DFL) };
     match run(Cli::parse()) {
         Ok(code) => code,
         Err(e) => {
