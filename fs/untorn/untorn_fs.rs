@@ -13,9 +13,11 @@ use kernel::prelude::*;
 #[path = "../../rust/kernel_ext/mod.rs"]
 pub mod kernel_ext;
 
-/// The atomic-write rules shared with the host tool (`lib/untorn_logic`).
-#[path = "../../lib/untorn_logic/src/atomic_write.rs"]
-pub mod atomic_write;
+/// The pure logic shared with the host tool (`lib/untorn_logic`): its crate root, compiled as a
+/// module of this crate (its `#![no_std]` is then redundant, not wrong).
+#[allow(unused_attributes)]
+#[path = "../../lib/untorn_logic/src/lib.rs"]
+pub mod untorn_logic;
 
 module! {
     type: UntornModule,
@@ -35,8 +37,8 @@ impl kernel::Module for UntornModule {
 
 #[kunit_tests(untorn_foundation)]
 mod tests {
-    use super::atomic_write::{check_shape, AtomicWriteError};
     use super::kernel_ext::{bindings as ext, fs::generic_atomic_write_valid};
+    use super::untorn_logic::atomic_write::{check_shape, AtomicWriteError};
     use kernel::bindings;
 
     /// Our bindgen run evaluated `REQ_ATOMIC` to the bit the kernel's enum names.

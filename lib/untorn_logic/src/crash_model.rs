@@ -353,8 +353,8 @@ impl Planner {
             rng::hash(self.seed, TAG_FATE, index, 0),
             self.policy.total(),
         );
-        let keep = self.policy.keep as u32;
-        let lose = self.policy.lose as u32;
+        let keep = u32::from(self.policy.keep);
+        let lose = u32::from(self.policy.lose);
         if r < keep {
             Draw::Kept
         } else if r < keep + lose {

@@ -10,4 +10,6 @@
 
 pub mod atomic_write;
 pub mod crash_model;
+pub mod mount_options;
+pub mod range;
 pub mod rng;

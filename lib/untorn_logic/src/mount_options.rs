@@ -1,0 +1,148 @@
+// SPDX-License-Identifier: GPL-2.0
+
+//! The `writethrough=` mount option and the per-file mode it combines with.
+//!
+//! See "Mounting" and "The per-file mode" in `Documentation/filesystems/untorn.rst`.
+
+use super::atomic_write::EINVAL;
+
+/// Which files of a mount are written through (`writethrough=`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum WritethroughPolicy {
+    /// Files whose persistent mode is writethrough (the default).
+    #[default]
+    Marked,
+    /// Every regular file.
+    All,
+    /// No file (persistent modes are kept, only ignored).
+    None,
+}
+
+/// An invalid `writethrough=` value or per-file mode: `EINVAL`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct InvalidOption;
+
+impl InvalidOption {
+    /// The positive errno of the refusal.
+    pub const fn errno(self) -> i32 {
+        EINVAL
+    }
+}
+
+impl WritethroughPolicy {
+    /// Parses the value of `writethrough=`.
+    pub fn parse(value: &[u8]) -> Result<Self, InvalidOption> {
+        match value {
+            b"marked" => Ok(Self::Marked),
+            b"all" => Ok(Self::All),
+            b"none" => Ok(Self::None),
+            _ => Err(InvalidOption),
+        }
+    }
+
+    /// The value as `/proc/mounts` shows it.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Self::Marked => "marked",
+            Self::All => "all",
+            Self::None => "none",
+        }
+    }
+
+    /// Whether a file with persistent mode `mode` is written through under this policy.
+    pub const fn writes_through(self, mode: FileMode) -> bool {
+        match self {
+            Self::All => true,
+            Self::None => false,
+            Self::Marked => matches!(mode, FileMode::Writethrough),
+        }
+    }
+}
+
+/// A file's persistent mode, as the mode ioctl and the lower xattr carry it.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum FileMode {
+    /// Writes go through the page cache and writeback as usual.
+    #[default]
+    Off,
+    /// Every write is written through.
+    Writethrough,
+}
+
+impl FileMode {
+    /// `UNTORN_MODE_OFF`.
+    pub const OFF: u32 = 0;
+    /// `UNTORN_MODE_WRITETHROUGH`.
+    pub const WRITETHROUGH: u32 = 1;
+
+    /// The mode of a uapi value.
+    pub const fn from_u32(value: u32) -> Result<Self, InvalidOption> {
+        match value {
+            Self::OFF => Ok(Self::Off),
+            Self::WRITETHROUGH => Ok(Self::Writethrough),
+            _ => Err(InvalidOption),
+        }
+    }
+
+    /// The uapi value.
+    pub const fn as_u32(self) -> u32 {
+        match self {
+            Self::Off => Self::OFF,
+            Self::Writethrough => Self::WRITETHROUGH,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn policy_values_parse_exactly() {
+        assert_eq!(
+            WritethroughPolicy::parse(b"all"),
+            Ok(WritethroughPolicy::All)
+        );
+        assert_eq!(
+            WritethroughPolicy::parse(b"none"),
+            Ok(WritethroughPolicy::None)
+        );
+        assert_eq!(
+            WritethroughPolicy::parse(b"marked"),
+            Ok(WritethroughPolicy::Marked)
+        );
+        for bad in [&b""[..], b"ALL", b"all ", b"yes", b"1"] {
+            assert_eq!(
+                WritethroughPolicy::parse(bad).map_err(InvalidOption::errno),
+                Err(EINVAL)
+            );
+        }
+        for p in [
+            WritethroughPolicy::All,
+            WritethroughPolicy::None,
+            WritethroughPolicy::Marked,
+        ] {
+            assert_eq!(WritethroughPolicy::parse(p.as_str().as_bytes()), Ok(p));
+        }
+    }
+
+    #[test]
+    fn the_policy_decides_over_the_file_mode() {
+        use FileMode::*;
+        use WritethroughPolicy as P;
+        assert!(P::All.writes_through(Off));
+        assert!(!P::None.writes_through(Writethrough));
+        assert!(P::Marked.writes_through(Writethrough));
+        assert!(!P::Marked.writes_through(Off));
+        assert_eq!(WritethroughPolicy::default(), P::Marked);
+    }
+
+    #[test]
+    fn file_modes_round_trip_and_others_are_refused() {
+        for m in [FileMode::Off, FileMode::Writethrough] {
+            assert_eq!(FileMode::from_u32(m.as_u32()), Ok(m));
+        }
+        assert_eq!(FileMode::from_u32(2), Err(InvalidOption));
+        assert_eq!(FileMode::from_u32(u32::MAX), Err(InvalidOption));
+    }
+}
