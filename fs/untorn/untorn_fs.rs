@@ -38,7 +38,11 @@ impl kernel::Module for UntornModule {
 #[kunit_tests(untorn_foundation)]
 mod tests {
     use super::kernel_ext::{bindings as ext, fs::generic_atomic_write_valid};
-    use super::untorn_logic::atomic_write::{check_shape, AtomicWriteError};
+    use super::untorn_logic::{
+        atomic_write::{check_shape, AtomicWriteError},
+        mount_options::FileMode,
+        uapi, //
+    };
     use kernel::bindings;
 
     /// Our bindgen run evaluated `REQ_ATOMIC` to the bit the kernel's enum names.
@@ -48,6 +52,20 @@ mod tests {
             ext::UNTORN_REQ_ATOMIC,
             1 << bindings::req_flag_bits___REQ_ATOMIC
         );
+    }
+
+    /// The Rust copy of the uapi (`lib/untorn_logic/src/uapi.rs`) has the numbers and the
+    /// layout of the C header `include/uapi/linux/untorn.h`.
+    #[test]
+    fn uapi_matches_the_c_header() {
+        assert_eq!(ext::UNTORN_HDR_IOC_GET_MODE, uapi::UNTORN_IOC_GET_MODE);
+        assert_eq!(ext::UNTORN_HDR_IOC_SET_MODE, uapi::UNTORN_IOC_SET_MODE);
+        assert_eq!(
+            ext::UNTORN_HDR_MODE_SIZE,
+            core::mem::size_of::<uapi::UntornMode>()
+        );
+        assert_eq!(ext::UNTORN_MODE_OFF, FileMode::OFF);
+        assert_eq!(ext::UNTORN_MODE_WRITETHROUGH, FileMode::WRITETHROUGH);
     }
 
     /// The shared shape rules give the kernel's verdict, with its errno, for direct writes,

@@ -15,3 +15,10 @@
 
 const blk_opf_t UNTORN_REQ_ATOMIC = REQ_ATOMIC;
 const int UNTORN_IOCB_ATOMIC = IOCB_ATOMIC;
+
+/* The uapi header, so that a KUnit test can check lib/untorn_logic/src/uapi.rs against it. */
+#include "include/uapi/linux/untorn.h"
+
+const unsigned int UNTORN_HDR_IOC_GET_MODE = UNTORN_IOC_GET_MODE;
+const unsigned int UNTORN_HDR_IOC_SET_MODE = UNTORN_IOC_SET_MODE;
+const unsigned long UNTORN_HDR_MODE_SIZE = sizeof(struct untorn_mode);

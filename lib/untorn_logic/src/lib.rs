@@ -13,3 +13,4 @@ pub mod crash_model;
 pub mod mount_options;
 pub mod range;
 pub mod rng;
+pub mod uapi;
