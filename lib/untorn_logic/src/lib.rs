@@ -14,3 +14,4 @@ pub mod mount_options;
 pub mod range;
 pub mod rng;
 pub mod uapi;
+pub mod unit;
