@@ -47,5 +47,4 @@ clean:
 
 # Also forget the cached kernels and modules (not the downloaded source or tools).
 distclean: clean
-	rm -rf "$${UNTORN_CACHE:-$${XDG_CACHE_HOME:-$$HOME/.cache}/untorn}/kernel" \
-	       "$${UNTORN_CACHE:-$${XDG_CACHE_HOME:-$$HOME/.cache}/untorn}/modules"
+	bash -c 'source $(TESTING)/lib.sh && rm -rf "$$UNTORN_CACHE/kernel" "$$UNTORN_CACHE/modules"'

@@ -11,10 +11,7 @@
 //! 3. `pos` must be a multiple of `len` (natural alignment), else `EINVAL`.
 //! 4. `len` must lie within `[unit_min, unit_max]`, else `EINVAL`.
 
-/// `EINVAL` from `include/uapi/asm-generic/errno-base.h`.
-pub const EINVAL: i32 = 22;
-/// `EOPNOTSUPP` from `include/uapi/asm-generic/errno.h`.
-pub const EOPNOTSUPP: i32 = 95;
+pub use super::errno::{EINVAL, EOPNOTSUPP};
 
 /// The atomic write limits of a file or device, in bytes, as `statx` reports them.
 ///

@@ -21,14 +21,8 @@
 //! storage and asks [`Planner`] what to do, one write or one sector at a time; [`check_image`]
 //! decides whether an image is one the model allows, for the host tests and the crash campaign.
 
+pub use super::errno::{EBUSY, EINVAL, EIO};
 use super::rng::{self, SplitMix64};
-
-/// `EIO` from `include/uapi/asm-generic/errno-base.h`.
-pub const EIO: i32 = 5;
-/// `EBUSY` from `include/uapi/asm-generic/errno-base.h`.
-pub const EBUSY: i32 = 16;
-/// `EINVAL` from `include/uapi/asm-generic/errno-base.h`.
-pub const EINVAL: i32 = 22;
 
 /// The largest outcome weight of a [`CrashPolicy`].
 pub const MAX_WEIGHT: u16 = 1000;

@@ -10,6 +10,7 @@
 
 pub mod atomic_write;
 pub mod crash_model;
+pub mod errno;
 pub mod mount_options;
 pub mod range;
 pub mod rng;

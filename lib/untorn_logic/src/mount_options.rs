@@ -4,7 +4,7 @@
 //!
 //! See "Mounting" and "The per-file mode" in `Documentation/filesystems/untorn.rst`.
 
-use super::atomic_write::EINVAL;
+use super::errno::EINVAL;
 
 /// Which files of a mount are written through (`writethrough=`).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]

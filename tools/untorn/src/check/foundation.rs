@@ -170,8 +170,7 @@ fn lower_reports_and_honours_atomic_writes(fs_type: FsType) -> Result<()> {
         .custom_flags(libc::O_DIRECT)
         .open(&path)?;
     // Allocate (written extents), as a database preallocates its files.
-    let mut zeros = AlignedBuf::new(1 << 20, 4096);
-    zeros.as_mut_slice().fill(0);
+    let zeros = AlignedBuf::new(1 << 20, 4096);
     file.write_all_at(zeros.as_slice(), 0)?;
     file.sync_all()?;
 
