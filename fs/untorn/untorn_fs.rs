@@ -5,10 +5,31 @@
 //! A buffered write to a file in writethrough mode is copied into the page cache and sent to the
 //! device at once as one `REQ_ATOMIC` write; see `Documentation/filesystems/untorn.rst`.
 //!
-//! This is the module's foundation: the build of Rust, our own bindings and C helpers, and the
-//! shared `no_std` logic, with KUnit tests that run in the kernel at load time.
+//! untorn stacks over a directory of a lower filesystem (XFS, ext4): the lower keeps every name
+//! and attribute, untorn owns the data path with its own page cache. The files mirror the C split
+//! of operations: `super.rs`, `namei.rs` (directories), `inode.rs`, `file.rs`, `aops.rs`
+//! (page cache), with the mount API in `untorn_mount.c`.
 
-use kernel::prelude::*;
+use kernel::ffi::c_char;
+
+use kernel::{prelude::*, seq_file::SeqFile, sync::aref::ARef};
+
+mod aops;
+mod counters;
+mod file;
+mod inode;
+mod namei;
+#[path = "super.rs"]
+mod super_block;
+
+use kernel_ext::{
+    folio::{LockedFolio, OwnedLockedFolio},
+    ops::{
+        DelayedCall, Iattr, InValue, Kiocb, Kstat, OutBuffer, Registration, StackedFs, Statfs,
+        UpperFile, UserIter, Writeback,
+    },
+    vfs::{Dentry, DirContext, Inode, SuperBlock},
+};
 
 #[path = "../../rust/kernel_ext/mod.rs"]
 pub mod kernel_ext;
@@ -27,11 +48,174 @@ module! {
     license: "GPL",
 }
 
-struct UntornModule;
+kernel::sync::global_lock! {
+    // SAFETY: Initialised in `UntornModule::init` before the filesystem is registered, which is
+    // before any mount can use it.
+    unsafe(uninit) static DEBUGFS_ROOT: Mutex<Option<kernel::debugfs::Dir>> = None;
+}
+
+/// The debugfs directory of `name` under `untorn/`, for one mount.
+pub(crate) fn debugfs_dir(name: &CStr) -> kernel::debugfs::Dir {
+    match DEBUGFS_ROOT.lock().as_ref() {
+        Some(root) => root.subdir(name),
+        None => kernel::debugfs::Dir::new(name),
+    }
+}
+
+struct UntornModule {
+    _registration: Registration,
+}
 
 impl kernel::Module for UntornModule {
     fn init(_module: &'static ThisModule) -> Result<Self> {
-        Ok(UntornModule)
+        // SAFETY: Called once, first, as the lock requires.
+        unsafe { DEBUGFS_ROOT.init() };
+        *DEBUGFS_ROOT.lock() = Some(kernel::debugfs::Dir::new(c"untorn"));
+        Ok(UntornModule {
+            _registration: Registration::new()?,
+        })
+    }
+}
+
+impl Drop for UntornModule {
+    fn drop(&mut self) {
+        // No mount is left (each holds a module reference): remove `untorn/` from debugfs.
+        *DEBUGFS_ROOT.lock() = None;
+    }
+}
+
+/// The untorn filesystem: each operation is implemented in the file of its kind.
+pub(crate) struct Untorn;
+
+impl StackedFs for Untorn {
+    type SbData = super_block::UntornSb;
+    type InodeData = ();
+
+    fn new_inode_data() {}
+
+    fn statfs(dentry: &Dentry<Self>, buf: &mut Statfs) -> Result {
+        super_block::statfs(dentry, buf)
+    }
+    fn show_options(sb: &SuperBlock<Self>, seq: &SeqFile) {
+        super_block::show_options(sb, seq)
+    }
+    fn sync_fs(sb: &SuperBlock<Self>, wait: bool) -> Result {
+        super_block::sync_fs(sb, wait)
+    }
+
+    fn lookup(dir: &Inode<Self>, dentry: &Dentry<Self>) -> Result<Option<ARef<Inode<Self>>>> {
+        namei::lookup(dir, dentry)
+    }
+    fn create(dir: &Inode<Self>, dentry: &Dentry<Self>, mode: u16) -> Result {
+        namei::create(dir, dentry, mode)
+    }
+    fn mkdir(dir: &Inode<Self>, dentry: &Dentry<Self>, mode: u16) -> Result {
+        namei::mkdir(dir, dentry, mode)
+    }
+    fn mknod(dir: &Inode<Self>, dentry: &Dentry<Self>, mode: u16, dev: u32) -> Result {
+        namei::mknod(dir, dentry, mode, dev)
+    }
+    fn symlink(dir: &Inode<Self>, dentry: &Dentry<Self>, target: &CStr) -> Result {
+        namei::symlink(dir, dentry, target)
+    }
+    fn tmpfile(dir: &Inode<Self>, file: &UpperFile, mode: u16) -> Result {
+        namei::tmpfile(dir, file, mode)
+    }
+    fn link(old: &Dentry<Self>, dir: &Inode<Self>, new: &Dentry<Self>) -> Result {
+        namei::link(old, dir, new)
+    }
+    fn unlink(dir: &Inode<Self>, dentry: &Dentry<Self>) -> Result {
+        namei::unlink(dir, dentry)
+    }
+    fn rmdir(dir: &Inode<Self>, dentry: &Dentry<Self>) -> Result {
+        namei::rmdir(dir, dentry)
+    }
+    fn rename(
+        old_dir: &Inode<Self>,
+        old: &Dentry<Self>,
+        new_dir: &Inode<Self>,
+        new: &Dentry<Self>,
+        flags: u32,
+    ) -> Result {
+        namei::rename(old_dir, old, new_dir, new, flags)
+    }
+
+    fn permission(inode: &Inode<Self>, mask: i32) -> Result {
+        inode::permission(inode, mask)
+    }
+    fn getattr(dentry: &Dentry<Self>, stat: &mut Kstat, request_mask: u32, flags: u32) -> Result {
+        inode::getattr(dentry, stat, request_mask, flags)
+    }
+    fn setattr(dentry: &Dentry<Self>, attr: &Iattr) -> Result {
+        inode::setattr(dentry, attr)
+    }
+    fn listxattr(dentry: &Dentry<Self>, buf: OutBuffer) -> Result<usize> {
+        inode::listxattr(dentry, buf)
+    }
+    fn getxattr(dentry: &Dentry<Self>, name: &CStr, buf: OutBuffer) -> Result<usize> {
+        inode::getxattr(dentry, name, buf)
+    }
+    fn setxattr(dentry: &Dentry<Self>, name: &CStr, value: InValue, flags: i32) -> Result {
+        inode::setxattr(dentry, name, value, flags)
+    }
+    fn get_link(dentry: &Dentry<Self>, done: DelayedCall) -> Result<*const c_char> {
+        inode::get_link(dentry, done)
+    }
+
+    fn open(inode: &Inode<Self>, file: &UpperFile) -> Result {
+        file::open(inode, file)
+    }
+    fn open_dir(inode: &Inode<Self>, file: &UpperFile) -> Result {
+        file::open_dir(inode, file)
+    }
+    fn read_iter(kiocb: &mut Kiocb<'_, Self>, iter: &mut UserIter) -> Result<usize> {
+        file::read_iter(kiocb, iter)
+    }
+    fn write_iter(kiocb: &mut Kiocb<'_, Self>, iter: &mut UserIter) -> Result<usize> {
+        file::write_iter(kiocb, iter)
+    }
+    fn fsync(
+        file: &UpperFile,
+        inode: &Inode<Self>,
+        start: i64,
+        end: i64,
+        datasync: bool,
+    ) -> Result {
+        file::fsync(file, inode, start, end, datasync)
+    }
+    fn fallocate(
+        file: &UpperFile,
+        inode: &Inode<Self>,
+        mode: i32,
+        offset: i64,
+        len: i64,
+    ) -> Result {
+        file::fallocate(file, inode, mode, offset, len)
+    }
+    fn iterate_shared(file: &UpperFile, ctx: &mut DirContext) -> Result {
+        file::iterate_shared(file, ctx)
+    }
+    fn llseek_dir(file: &UpperFile, offset: i64, whence: i32) -> Result<i64> {
+        file::llseek_dir(file, offset, whence)
+    }
+
+    fn read_folio(inode: &Inode<Self>, folio: LockedFolio<'_>) -> Result {
+        aops::read_folio(inode, folio)
+    }
+    fn writepages(inode: &Inode<Self>, wbc: &mut Writeback<'_>) -> Result {
+        aops::writepages(inode, wbc)
+    }
+    fn write_begin(inode: &Inode<Self>, pos: i64, len: usize) -> Result<OwnedLockedFolio> {
+        aops::write_begin(inode, pos, len)
+    }
+    fn write_end(
+        inode: &Inode<Self>,
+        pos: i64,
+        len: usize,
+        copied: usize,
+        folio: OwnedLockedFolio,
+    ) -> usize {
+        aops::write_end(inode, pos, len, copied, folio)
     }
 }
 

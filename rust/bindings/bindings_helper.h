@@ -8,6 +8,7 @@
  */
 
 #include <linux/blk_types.h>
+#include <linux/falloc.h>
 #include <linux/fs.h>
 #include <linux/uio.h>
 
@@ -22,3 +23,10 @@ const int UNTORN_IOCB_ATOMIC = IOCB_ATOMIC;
 const unsigned int UNTORN_HDR_IOC_GET_MODE = UNTORN_IOC_GET_MODE;
 const unsigned int UNTORN_HDR_IOC_SET_MODE = UNTORN_IOC_SET_MODE;
 const unsigned long UNTORN_HDR_MODE_SIZE = sizeof(struct untorn_mode);
+
+/* Flags that are macros with casts or BIT(). */
+const unsigned long UNTORN_SB_RDONLY = SB_RDONLY;
+const unsigned long UNTORN_SB_POSIXACL = SB_POSIXACL;
+const unsigned int UNTORN_FMODE_WRITE = (__force unsigned int)FMODE_WRITE;
+const unsigned int UNTORN_FMODE_CAN_ODIRECT = (__force unsigned int)FMODE_CAN_ODIRECT;
+const unsigned int UNTORN_FALLOC_FL_KEEP_SIZE = FALLOC_FL_KEEP_SIZE;

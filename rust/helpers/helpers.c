@@ -12,3 +12,204 @@ void untorn_helper_iov_iter_ubuf(struct iov_iter *i, unsigned int direction, voi
 {
 	iov_iter_ubuf(i, direction, buf, count);
 }
+
+size_t untorn_helper_iov_iter_count(const struct iov_iter *i)
+{
+	return iov_iter_count(i);
+}
+
+void untorn_helper_iov_iter_truncate(struct iov_iter *i, size_t count)
+{
+	iov_iter_truncate(i, count);
+}
+
+void untorn_helper_iov_iter_reexpand(struct iov_iter *i, size_t count)
+{
+	iov_iter_reexpand(i, count);
+}
+
+void untorn_helper_cap_lower_sys_resource(struct cred *cred)
+{
+	cap_lower(cred->cap_effective, CAP_SYS_RESOURCE);
+}
+
+const struct cred *untorn_helper_override_creds(const struct cred *cred)
+{
+	return override_creds(cred);
+}
+
+const struct cred *untorn_helper_revert_creds(const struct cred *cred)
+{
+	return revert_creds(cred);
+}
+
+const struct cred *untorn_helper_current_cred(void)
+{
+	return current_cred();
+}
+
+bool untorn_helper_is_idmapped_mnt(struct vfsmount *mnt)
+{
+	return is_idmapped_mnt(mnt);
+}
+
+int untorn_helper_super_setup_bdi(struct super_block *sb)
+{
+	return super_setup_bdi(sb);
+}
+
+void untorn_helper_kstatfs_set_type(struct kstatfs *buf, long type)
+{
+	buf->f_type = type;
+}
+
+loff_t untorn_helper_i_size_read(const struct inode *inode)
+{
+	return i_size_read(inode);
+}
+
+void untorn_helper_i_size_write(struct inode *inode, loff_t size)
+{
+	i_size_write(inode, size);
+}
+
+unsigned int untorn_helper_i_blocksize(const struct inode *inode)
+{
+	return i_blocksize(inode);
+}
+
+bool untorn_helper_inode_is_new(struct inode *inode)
+{
+	return inode_state_read_once(inode) & I_NEW;
+}
+
+struct inode *untorn_helper_folio_host(struct folio *folio)
+{
+	return folio->mapping->host;
+}
+
+struct dentry *untorn_helper_file_dentry(const struct file *file)
+{
+	return file->f_path.dentry;
+}
+
+void untorn_helper_inode_times(const struct inode *inode, struct timespec64 *mtime,
+			       struct timespec64 *ctime)
+{
+	*mtime = inode_get_mtime(inode);
+	*ctime = inode_get_ctime(inode);
+}
+
+/* fsstack_copy_attr_all() without i_flags wholesale and without the size. */
+void untorn_helper_copy_attr(struct inode *dest, const struct inode *src)
+{
+	dest->i_mode = src->i_mode;
+	dest->i_uid = src->i_uid;
+	dest->i_gid = src->i_gid;
+	dest->i_rdev = src->i_rdev;
+	inode_set_atime_to_ts(dest, inode_get_atime(src));
+	inode_set_mtime_to_ts(dest, inode_get_mtime(src));
+	inode_set_ctime_to_ts(dest, inode_get_ctime(src));
+	dest->i_blkbits = src->i_blkbits;
+	set_nlink(dest, src->i_nlink);
+	inode_set_flags(dest, src->i_flags & (S_IMMUTABLE | S_APPEND | S_NOATIME | S_SYNC | S_DIRSYNC),
+			S_IMMUTABLE | S_APPEND | S_NOATIME | S_SYNC | S_DIRSYNC);
+}
+
+void untorn_helper_inode_lock(struct inode *inode)
+{
+	inode_lock(inode);
+}
+
+void untorn_helper_inode_unlock(struct inode *inode)
+{
+	inode_unlock(inode);
+}
+
+struct dentry *untorn_helper_dget(struct dentry *dentry)
+{
+	return dget(dentry);
+}
+
+void untorn_helper_end_creating(struct dentry *child)
+{
+	end_creating(child);
+}
+
+void untorn_helper_end_removing(struct dentry *child)
+{
+	end_removing(child);
+}
+
+bool untorn_helper_d_unhashed(const struct dentry *dentry)
+{
+	return d_unhashed(dentry);
+}
+
+void untorn_helper_init_sync_kiocb(struct kiocb *kiocb, struct file *file)
+{
+	init_sync_kiocb(kiocb, file);
+}
+
+ssize_t untorn_helper_generic_write_sync(struct kiocb *iocb, ssize_t count)
+{
+	return generic_write_sync(iocb, count);
+}
+
+void untorn_helper_bvec_set_folio(struct bio_vec *bv, struct folio *folio, unsigned int len,
+				  size_t offset)
+{
+	bvec_set_folio(bv, folio, len, offset);
+}
+
+void untorn_helper_folio_get(struct folio *folio)
+{
+	folio_get(folio);
+}
+
+void untorn_helper_folio_put(struct folio *folio)
+{
+	folio_put(folio);
+}
+
+loff_t untorn_helper_folio_pos(const struct folio *folio)
+{
+	return folio_pos(folio);
+}
+
+size_t untorn_helper_folio_size(const struct folio *folio)
+{
+	return folio_size(folio);
+}
+
+bool untorn_helper_folio_test_uptodate(const struct folio *folio)
+{
+	return folio_test_uptodate(folio);
+}
+
+void untorn_helper_folio_mark_uptodate(struct folio *folio)
+{
+	folio_mark_uptodate(folio);
+}
+
+void untorn_helper_folio_zero_segment(struct folio *folio, size_t start, size_t end)
+{
+	folio_zero_segment(folio, start, end);
+}
+
+void untorn_helper_mapping_set_error(struct address_space *mapping, int error)
+{
+	mapping_set_error(mapping, error);
+}
+
+void untorn_helper_mapping_set_large_folios(struct address_space *mapping)
+{
+	mapping_set_large_folios(mapping);
+}
+
+struct folio *untorn_helper_write_begin_get_folio(struct address_space *mapping, loff_t pos,
+						  size_t len)
+{
+	return __filemap_get_folio(mapping, pos >> PAGE_SHIFT, FGP_WRITEBEGIN | fgf_set_order(len),
+				   mapping_gfp_mask(mapping));
+}

@@ -1,17 +1,87 @@
 /* SPDX-License-Identifier: GPL-2.0 */
 /*
- * C wrappers for `static inline` kernel functions that untorn's Rust code calls.
+ * C wrappers for `static inline` kernel functions and macros that untorn's Rust code calls.
  *
  * Rust cannot call a `static inline` function, and the kernel's own rust/helpers/ cover only
- * what in-tree Rust uses. Each wrapper here is one call, named untorn_helper_<function>; our
- * bindgen run (tools/testing/gen-bindings) declares them to Rust in `kernel_ext::bindings`.
+ * what in-tree Rust uses. Each wrapper here is one call (or one field access of a type that is
+ * opaque to Rust), named untorn_helper_<function>; our bindgen run (tools/testing/gen-bindings)
+ * declares them to Rust in `kernel_ext::bindings`.
  */
 #ifndef UNTORN_RUST_HELPERS_H
 #define UNTORN_RUST_HELPERS_H
 
+#include <linux/backing-dev.h>
+#include <linux/bvec.h>
+#include <linux/cred.h>
+#include <linux/fs.h>
+#include <linux/highmem.h>
+#include <linux/mount.h>
+#include <linux/namei.h>
+#include <linux/pagemap.h>
+#include <linux/statfs.h>
 #include <linux/uio.h>
+
+/* The values of the writethrough= mount option (lib/untorn_logic WritethroughPolicy). */
+#define UNTORN_WRITETHROUGH_NONE 0
+#define UNTORN_WRITETHROUGH_MARKED 1
+#define UNTORN_WRITETHROUGH_ALL 2
+
+/* Implemented in Rust (fs/untorn), called by the C mount code (fs/untorn/untorn_mount.c). */
+int untorn_fill_super(struct super_block *sb, const struct path *lower, int writethrough,
+		      bool silent);
+int untorn_reconfigure(struct super_block *sb, int writethrough, unsigned int sb_flags,
+		       unsigned int sb_flags_mask);
+void untorn_kill_sb(struct super_block *sb);
+int untorn_helper_register_filesystem(void);
+void untorn_helper_unregister_filesystem(void);
 
 void untorn_helper_iov_iter_ubuf(struct iov_iter *i, unsigned int direction, void __user *buf,
 				 size_t count);
+size_t untorn_helper_iov_iter_count(const struct iov_iter *i);
+void untorn_helper_iov_iter_truncate(struct iov_iter *i, size_t count);
+void untorn_helper_iov_iter_reexpand(struct iov_iter *i, size_t count);
+
+void untorn_helper_cap_lower_sys_resource(struct cred *cred);
+const struct cred *untorn_helper_override_creds(const struct cred *cred);
+const struct cred *untorn_helper_revert_creds(const struct cred *cred);
+const struct cred *untorn_helper_current_cred(void);
+
+bool untorn_helper_is_idmapped_mnt(struct vfsmount *mnt);
+int untorn_helper_super_setup_bdi(struct super_block *sb);
+void untorn_helper_kstatfs_set_type(struct kstatfs *buf, long type);
+
+loff_t untorn_helper_i_size_read(const struct inode *inode);
+void untorn_helper_i_size_write(struct inode *inode, loff_t size);
+unsigned int untorn_helper_i_blocksize(const struct inode *inode);
+bool untorn_helper_inode_is_new(struct inode *inode);
+struct inode *untorn_helper_folio_host(struct folio *folio);
+struct dentry *untorn_helper_file_dentry(const struct file *file);
+void untorn_helper_inode_times(const struct inode *inode, struct timespec64 *mtime,
+			       struct timespec64 *ctime);
+void untorn_helper_copy_attr(struct inode *dest, const struct inode *src);
+void untorn_helper_inode_lock(struct inode *inode);
+void untorn_helper_inode_unlock(struct inode *inode);
+
+struct dentry *untorn_helper_dget(struct dentry *dentry);
+void untorn_helper_end_creating(struct dentry *child);
+void untorn_helper_end_removing(struct dentry *child);
+bool untorn_helper_d_unhashed(const struct dentry *dentry);
+
+void untorn_helper_init_sync_kiocb(struct kiocb *kiocb, struct file *file);
+ssize_t untorn_helper_generic_write_sync(struct kiocb *iocb, ssize_t count);
+
+void untorn_helper_bvec_set_folio(struct bio_vec *bv, struct folio *folio, unsigned int len,
+				  size_t offset);
+void untorn_helper_folio_get(struct folio *folio);
+void untorn_helper_folio_put(struct folio *folio);
+loff_t untorn_helper_folio_pos(const struct folio *folio);
+size_t untorn_helper_folio_size(const struct folio *folio);
+bool untorn_helper_folio_test_uptodate(const struct folio *folio);
+void untorn_helper_folio_mark_uptodate(struct folio *folio);
+void untorn_helper_folio_zero_segment(struct folio *folio, size_t start, size_t end);
+void untorn_helper_mapping_set_error(struct address_space *mapping, int error);
+void untorn_helper_mapping_set_large_folios(struct address_space *mapping);
+struct folio *untorn_helper_write_begin_get_folio(struct address_space *mapping, loff_t pos,
+						  size_t len);
 
 #endif /* UNTORN_RUST_HELPERS_H */

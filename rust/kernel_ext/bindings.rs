@@ -12,6 +12,7 @@
     non_upper_case_globals,
     missing_docs,
     unreachable_pub,
+    improper_ctypes,
     clippy::all
 )]
 

@@ -11,4 +11,9 @@
 //! ```
 
 pub mod bindings;
+pub mod cred;
+pub mod folio;
 pub mod fs;
+pub mod lower;
+pub mod ops;
+pub mod vfs;

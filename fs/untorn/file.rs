@@ -1,0 +1,177 @@
+// SPDX-License-Identifier: GPL-2.0
+
+//! File operations: reads and writes through untorn's page cache, `O_DIRECT` passed to the lower
+//! file, `fsync`, `fallocate`, and directories read from the lower directory.
+
+use core::sync::atomic::Ordering;
+
+use kernel::{bindings, prelude::*};
+
+use crate::{
+    counters::Counters,
+    kernel_ext::{
+        ops::{Kiocb, UpperFile, UserIter},
+        vfs::{DirContext, Inode, LowerFile},
+    },
+    Untorn,
+};
+
+/// The data file that serves this inode's page cache (opened at open).
+fn data_file(inode: &Inode<Untorn>) -> Result<&LowerFile> {
+    inode.data_file().ok_or(EBADF)
+}
+
+pub(crate) fn open(inode: &Inode<Untorn>, file: &UpperFile) -> Result {
+    let path = file_lower_path(inode, file)?;
+    inode.open_data_file(&path, file.is_writable())?;
+    if data_file(inode)?.can_direct_io() {
+        // The VFS refuses `O_DIRECT` (at open and by `fcntl`) without this.
+        file.set_mode_flags(crate::kernel_ext::bindings::UNTORN_FMODE_CAN_ODIRECT);
+    }
+    Ok(())
+}
+
+fn file_lower_path(
+    _inode: &Inode<Untorn>,
+    file: &UpperFile,
+) -> Result<crate::kernel_ext::vfs::LowerPath> {
+    file.dentry::<Untorn>().lower_path()
+}
+
+pub(crate) fn open_dir(inode: &Inode<Untorn>, file: &UpperFile) -> Result {
+    let path = file_lower_path(inode, file)?;
+    let flags = bindings::O_RDONLY | bindings::O_DIRECTORY | bindings::O_LARGEFILE;
+    let lower = LowerFile::open(&path, flags, &inode.super_block().info().creds)?;
+    file.set_lower(lower);
+    Ok(())
+}
+
+pub(crate) fn read_iter(kiocb: &mut Kiocb<'_, Untorn>, iter: &mut UserIter) -> Result<usize> {
+    if iter.count() == 0 {
+        return Ok(0);
+    }
+    if !kiocb.is_direct() {
+        return kiocb.filemap_read(iter);
+    }
+    // O_DIRECT: the lower file serves it, after our dirty folios of the range reached it.
+    let inode = kiocb.inode();
+    let (start, end) = (kiocb.pos(), kiocb.pos() + iter.count() as i64 - 1);
+    inode.write_and_wait(start, end)?;
+    let counters = inode.super_block().info().data.counters();
+    Counters::inc(&counters.direct_reads);
+    let lower = data_file(inode)?;
+    inode
+        .super_block()
+        .as_mounter(|| kiocb.lower_direct(lower, iter, false))
+}
+
+pub(crate) fn write_iter(kiocb: &mut Kiocb<'_, Untorn>, iter: &mut UserIter) -> Result<usize> {
+    let inode = kiocb.inode();
+    let written = inode.with_lock(|| -> Result<usize> {
+        if kiocb.write_checks(iter)? == 0 {
+            return Ok(0);
+        }
+        kiocb.file_modified()?;
+        if kiocb.is_direct() {
+            write_direct(kiocb, iter)
+        } else {
+            let written = kiocb.perform_write(iter)?;
+            let counters = inode.super_block().info().data.counters();
+            Counters::add(&counters.writes, &counters.write_bytes, written as u64);
+            Ok(written)
+        }
+    })?;
+    if written == 0 {
+        return Ok(0);
+    }
+    kiocb.write_sync(written)
+}
+
+/// `O_DIRECT` write: our cached copy of the range is written back and dropped before, and
+/// dropped again after (a racing mmap fault may have read old data), as the VFS does for
+/// filesystems with their own direct I/O.
+fn write_direct(kiocb: &mut Kiocb<'_, Untorn>, iter: &mut UserIter) -> Result<usize> {
+    let inode = kiocb.inode();
+    let (start, end) = (kiocb.pos(), kiocb.pos() + iter.count() as i64 - 1);
+    inode.write_and_wait(start, end)?;
+    inode.invalidate(start, end)?;
+    let counters = inode.super_block().info().data.counters();
+    Counters::inc(&counters.direct_writes);
+    let lower = data_file(inode)?;
+    let written = inode
+        .super_block()
+        .as_mounter(|| kiocb.lower_direct(lower, iter, true))?;
+    // A failure here only means a mapped folio was re-read meanwhile; the next read sees the
+    // lower's data either way once it is dropped, so it is not the write's error.
+    let _ = inode.invalidate(start, end);
+    if kiocb.pos() > inode.size() {
+        inode.set_size(kiocb.pos());
+    }
+    Ok(written)
+}
+
+/// `fsync`: our dirty folios of the range go to the lower file, which is then synced.
+pub(crate) fn fsync(
+    file: &UpperFile,
+    inode: &Inode<Untorn>,
+    start: i64,
+    end: i64,
+    datasync: bool,
+) -> Result {
+    file.write_and_wait(start, end)?;
+    let lower = data_file(inode)?;
+    inode
+        .super_block()
+        .as_mounter(|| lower.fsync_range(start, end, datasync))
+}
+
+/// `fallocate`: our page cache is written back first, so the lower's size and data are ours;
+/// after the lower call the size follows the lower's and the touched range is re-read.
+pub(crate) fn fallocate(
+    file: &UpperFile,
+    inode: &Inode<Untorn>,
+    mode: i32,
+    offset: i64,
+    len: i64,
+) -> Result {
+    let _ = file;
+    inode.with_lock(|| {
+        inode.write_and_wait(0, i64::MAX)?;
+        let lower = inode.data_file_rw().ok_or(EBADF)?;
+        inode
+            .super_block()
+            .as_mounter(|| lower.fallocate(mode, offset, len))?;
+        if mode & !(crate::kernel_ext::bindings::UNTORN_FALLOC_FL_KEEP_SIZE as i32) != 0 {
+            // Punch, zero, collapse and insert change data; collapse and insert shift all that
+            // follows.
+            inode.truncate_pagecache(offset, i64::MAX);
+        }
+        let lower_size = inode.lower().size();
+        if lower_size != inode.size() {
+            inode.set_size(lower_size);
+        }
+        crate::kernel_ext::ops::copy_attributes(inode);
+        Ok(())
+    })
+}
+
+/// `readdir`: the lower directory's entries, at our position (lower positions are cookies that
+/// we pass through, so `telldir`/`seekdir` work).
+pub(crate) fn iterate_shared(file: &UpperFile, ctx: &mut DirContext) -> Result {
+    let lower = file.lower().ok_or(EBADF)?;
+    lower.set_pos(ctx.pos());
+    let sb = file.dentry::<Untorn>().super_block();
+    sb.as_mounter(|| lower.iterate_dir(ctx))
+}
+
+pub(crate) fn llseek_dir(file: &UpperFile, offset: i64, whence: i32) -> Result<i64> {
+    let lower = file.lower().ok_or(EBADF)?;
+    let pos = lower.llseek(offset, whence)?;
+    file.set_pos(pos);
+    Ok(pos)
+}
+
+#[allow(dead_code)]
+fn _order() -> Ordering {
+    Ordering::Relaxed
+}

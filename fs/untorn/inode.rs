@@ -1,0 +1,119 @@
+// SPDX-License-Identifier: GPL-2.0
+
+//! Inode operations common to every type: permission, attributes, extended attributes, links.
+
+use kernel::ffi::c_char;
+
+use kernel::{bindings, prelude::*};
+
+use crate::{
+    kernel_ext::{
+        lower,
+        ops::{copy_attributes, DelayedCall, Iattr, InValue, Kstat, OutBuffer},
+        vfs::{Dentry, Inode},
+    },
+    Untorn,
+};
+
+/// Checked twice, as overlayfs: the caller against our inode (which mirrors the lower's mode
+/// and owner), then the mounter against the lower inode.
+pub(crate) fn permission(inode: &Inode<Untorn>, mask: i32) -> Result {
+    inode.generic_permission(mask)?;
+    inode
+        .super_block()
+        .as_mounter(|| lower::permission(inode.lower(), mask))
+}
+
+/// The lower's attributes, except what untorn leads on: the device, and for regular files the
+/// size (which includes data not yet written back) and the newest of both times.
+pub(crate) fn getattr(
+    dentry: &Dentry<Untorn>,
+    stat: &mut Kstat,
+    request_mask: u32,
+    flags: u32,
+) -> Result {
+    let path = dentry.lower_path()?;
+    let sb = dentry.super_block();
+    sb.as_mounter(|| lower::getattr(&path, stat, request_mask, flags))?;
+    let stat = stat.get();
+    stat.dev = sb.dev();
+    if let Some(inode) = dentry.inode() {
+        if inode.is_regular() {
+            stat.size = inode.size();
+            let (mtime, ctime) = inode.times();
+            stat.mtime = newest(stat.mtime, mtime);
+            stat.ctime = newest(stat.ctime, ctime);
+        } else {
+            copy_attributes(inode);
+        }
+    }
+    Ok(())
+}
+
+fn newest(a: bindings::timespec64, b: bindings::timespec64) -> bindings::timespec64 {
+    if (b.tv_sec, b.tv_nsec) > (a.tv_sec, a.tv_nsec) {
+        b
+    } else {
+        a
+    }
+}
+
+/// `chmod`, `chown`, `utimes` and `truncate`: checked for the caller, done by the lower.
+pub(crate) fn setattr(dentry: &Dentry<Untorn>, attr: &Iattr) -> Result {
+    dentry.setattr_prepare(attr)?;
+    let inode = dentry.inode().ok_or(ENOENT)?;
+    let mut lower_attr = *attr.get();
+    // The lower must not see our file (it would call our operations on it), and it refuses a
+    // mode change together with the kill-suid bits, which it derives itself.
+    lower_attr.ia_valid &= !bindings::ATTR_FILE;
+    if lower_attr.ia_valid & (bindings::ATTR_KILL_SUID | bindings::ATTR_KILL_SGID) != 0 {
+        lower_attr.ia_valid &= !bindings::ATTR_MODE;
+    }
+    let resize = inode.is_regular() && lower_attr.ia_valid & bindings::ATTR_SIZE != 0;
+    if resize {
+        // Dirty data beyond the new size must not be written back after the lower truncate
+        // (that would extend the file again); data before it stays cached and dirty.
+        inode.write_and_wait(lower_attr.ia_size, i64::MAX)?;
+    }
+    let lower_dentry = dentry.lower()?;
+    dentry
+        .super_block()
+        .as_mounter(|| lower::setattr(lower_dentry, &mut lower_attr))?;
+    if resize {
+        inode.truncate_setsize(lower_attr.ia_size);
+    }
+    copy_attributes(inode);
+    Ok(())
+}
+
+pub(crate) fn listxattr(dentry: &Dentry<Untorn>, buf: OutBuffer) -> Result<usize> {
+    let lower_dentry = dentry.lower()?;
+    dentry
+        .super_block()
+        .as_mounter(|| lower::listxattr(lower_dentry, buf))
+}
+
+pub(crate) fn get_link(dentry: &Dentry<Untorn>, done: DelayedCall) -> Result<*const c_char> {
+    let lower_dentry = dentry.lower()?;
+    dentry
+        .super_block()
+        .as_mounter(|| lower::get_link(lower_dentry, done))
+}
+
+pub(crate) fn getxattr(dentry: &Dentry<Untorn>, name: &CStr, buf: OutBuffer) -> Result<usize> {
+    let lower_dentry = dentry.lower()?;
+    dentry
+        .super_block()
+        .as_mounter(|| lower::getxattr(lower_dentry, name, buf))
+}
+
+pub(crate) fn setxattr(dentry: &Dentry<Untorn>, name: &CStr, value: InValue, flags: i32) -> Result {
+    let lower_dentry = dentry.lower()?;
+    dentry
+        .super_block()
+        .as_mounter(|| lower::setxattr(lower_dentry, name, value, flags))?;
+    if let Some(inode) = dentry.inode() {
+        copy_attributes(inode);
+    }
+    Ok(())
+}

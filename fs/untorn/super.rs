@@ -1,0 +1,151 @@
+// SPDX-License-Identifier: GPL-2.0
+
+//! Super block: mounting over a lower directory, `statfs`, options, sync and unmount.
+
+use core::sync::atomic::{AtomicU8, Ordering};
+
+use kernel::{bindings, debugfs, prelude::*, seq_file::SeqFile, seq_print, str::CString};
+
+use crate::{
+    counters::Counters,
+    kernel_ext::{
+        ops::{self, Statfs},
+        vfs::{Dentry, SuperBlock},
+    },
+    untorn_logic::mount_options::WritethroughPolicy,
+    Untorn,
+};
+
+/// `s_magic` and `statfs`'s `f_type`: "unto", unused in `include/uapi/linux/magic.h`.
+pub(crate) const UNTORN_SUPER_MAGIC: u64 = 0x756e_746f;
+
+/// What an untorn mount owns besides the stacking state.
+pub(crate) struct UntornSb {
+    /// The `writethrough=` policy, changed by remount.
+    policy: AtomicU8,
+    /// The per-mount counters, shown in debugfs.
+    counters: Pin<KBox<debugfs::File<Counters>>>,
+    _debugfs_dir: debugfs::Dir,
+}
+
+impl UntornSb {
+    pub(crate) fn policy(&self) -> WritethroughPolicy {
+        policy_from_c(i32::from(self.policy.load(Ordering::Relaxed)))
+            .unwrap_or(WritethroughPolicy::Marked)
+    }
+
+    pub(crate) fn counters(&self) -> &Counters {
+        &self.counters
+    }
+}
+
+/// The policy from the C mount code's value (`enum untorn_writethrough`).
+fn policy_from_c(value: i32) -> Option<WritethroughPolicy> {
+    use crate::kernel_ext::bindings as ext;
+    match value as u32 {
+        ext::UNTORN_WRITETHROUGH_NONE => Some(WritethroughPolicy::None),
+        ext::UNTORN_WRITETHROUGH_MARKED => Some(WritethroughPolicy::Marked),
+        ext::UNTORN_WRITETHROUGH_ALL => Some(WritethroughPolicy::All),
+        _ => None,
+    }
+}
+
+fn policy_to_c(policy: WritethroughPolicy) -> u8 {
+    use crate::kernel_ext::bindings as ext;
+    (match policy {
+        WritethroughPolicy::None => ext::UNTORN_WRITETHROUGH_NONE,
+        WritethroughPolicy::Marked => ext::UNTORN_WRITETHROUGH_MARKED,
+        WritethroughPolicy::All => ext::UNTORN_WRITETHROUGH_ALL,
+    }) as u8
+}
+
+/// Fills a new super block over the lower directory `lower` (called by `untorn_mount.c`).
+///
+/// # Safety
+///
+/// `sb` is a new untorn super block being filled; `lower` is a referenced directory path.
+#[no_mangle]
+pub(crate) unsafe extern "C" fn untorn_fill_super(
+    sb: *mut bindings::super_block,
+    lower: *const bindings::path,
+    writethrough: i32,
+    _silent: bool,
+) -> i32 {
+    kernel::error::from_result(|| {
+        let policy = policy_from_c(writethrough).ok_or(EINVAL)?;
+        // SAFETY: `s_dev` of a new anonymous super block is set by `get_tree_nodev`.
+        let dev = unsafe { (*sb).s_dev };
+        let name = CString::try_from_fmt(fmt!("{}:{}", dev >> 20, dev & 0xfffff))?;
+        let dir = crate::debugfs_dir(&name);
+        let counters = KBox::pin_init(
+            dir.read_only_file(c"counters", Counters::default()),
+            GFP_KERNEL,
+        )?;
+        let data = UntornSb {
+            policy: AtomicU8::new(policy_to_c(policy)),
+            counters,
+            _debugfs_dir: dir,
+        };
+        // SAFETY: Per our contract.
+        unsafe { ops::fill_super::<Untorn>(sb, lower, UNTORN_SUPER_MAGIC, data) }?;
+        Ok(0)
+    })
+}
+
+/// Applies a remount's options (called by `untorn_mount.c`); `writethrough` is -1 if not given.
+///
+/// # Safety
+///
+/// `sb` is a mounted untorn super block.
+#[no_mangle]
+pub(crate) unsafe extern "C" fn untorn_reconfigure(
+    sb: *mut bindings::super_block,
+    writethrough: i32,
+    _sb_flags: u32,
+    _sb_flags_mask: u32,
+) -> i32 {
+    // SAFETY: Per our contract.
+    let sb = unsafe { SuperBlock::<Untorn>::from_raw(sb) };
+    if writethrough >= 0 {
+        let Some(policy) = policy_from_c(writethrough) else {
+            return EINVAL.to_errno();
+        };
+        sb.info()
+            .data
+            .policy
+            .store(policy_to_c(policy), Ordering::Relaxed);
+    }
+    0
+}
+
+/// Unmounts: evicts every inode, then frees the mount's state (called by `untorn_mount.c`).
+///
+/// # Safety
+///
+/// `sb` is an untorn super block being destroyed.
+#[no_mangle]
+pub(crate) unsafe extern "C" fn untorn_kill_sb(sb: *mut bindings::super_block) {
+    // SAFETY: Per our contract.
+    unsafe { ops::kill_sb::<Untorn>(sb) };
+}
+
+/// `statfs`: the lower filesystem's numbers, with our magic.
+pub(crate) fn statfs(dentry: &Dentry<Untorn>, buf: &mut Statfs) -> Result {
+    let path = dentry.lower_path()?;
+    dentry.super_block().as_mounter(|| buf.fill_from(&path))?;
+    buf.set_type(UNTORN_SUPER_MAGIC);
+    Ok(())
+}
+
+/// The options shown in `/proc/mounts`.
+pub(crate) fn show_options(sb: &SuperBlock<Untorn>, seq: &SeqFile) {
+    seq_print!(seq, ",writethrough={}", sb.info().data.policy().as_str());
+}
+
+/// `syncfs`: the VFS has written back our folios to the lower file; make the lower durable.
+pub(crate) fn sync_fs(sb: &SuperBlock<Untorn>, wait: bool) -> Result {
+    if !wait {
+        return Ok(());
+    }
+    sb.as_mounter(|| sb.sync_lower())
+}
