@@ -41,7 +41,7 @@ pub(crate) fn lookup(
         Some(_) => Some(upper_inode(dir, &lower)?),
         None => None,
     };
-    dentry.set_lower(lower);
+    dentry.set_lower(lower)?;
     Ok(inode)
 }
 
@@ -76,9 +76,17 @@ pub(crate) fn mkdir(dir: &Inode<Untorn>, dentry: &Dentry<Untorn>, mode: u16) -> 
         dentry.drop_from_cache();
         return Ok(());
     }
-    created(dir, dentry, &made)?;
-    dentry.set_lower(made);
-    Ok(())
+    if !ptr_eq(&made, child) {
+        // The lower returned another dentry for the new directory; ours keeps its lower, so
+        // let the next lookup find the directory.
+        dentry.drop_from_cache();
+        return Ok(());
+    }
+    created(dir, dentry, &made)
+}
+
+fn ptr_eq(a: &LowerDentry, b: &LowerDentry) -> bool {
+    core::ptr::eq(a, b)
 }
 
 pub(crate) fn mknod(dir: &Inode<Untorn>, dentry: &Dentry<Untorn>, mode: u16, dev: u32) -> Result {
@@ -109,7 +117,7 @@ pub(crate) fn tmpfile(dir: &Inode<Untorn>, file: &UpperFile, mode: u16) -> Resul
     };
     let lower = lower_file.dentry();
     let inode = upper_inode(dir, lower)?;
-    dentry.set_lower(ARef::from(lower));
+    dentry.set_lower(ARef::from(lower))?;
     file.finish_tmpfile(inode)
 }
 

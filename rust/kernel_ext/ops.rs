@@ -1282,7 +1282,7 @@ pub fn make_root<T: StackedFs>(sb: &SuperBlock<T>, lower_root: ARef<LowerDentry>
     }
     // SAFETY: `root` is the new root dentry of `sb`, not yet visible.
     unsafe {
-        Dentry::<T>::from_raw(root).set_lower(lower_root);
+        Dentry::<T>::from_raw(root).set_lower(lower_root)?;
         (*sb.as_ptr()).s_root = root;
     }
     Ok(())

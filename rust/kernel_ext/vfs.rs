@@ -858,16 +858,24 @@ impl<T: StackedFs> Dentry<T> {
         Ok(LowerPath::new(self.super_block(), self.lower()?))
     }
 
-    /// Gives the dentry its lower dentry (at lookup or creation), replacing any old one.
-    pub fn set_lower(&self, lower: ARef<LowerDentry>) {
+    /// Gives a new dentry (from lookup, `O_TMPFILE` or the root) its lower dentry. A dentry's
+    /// lower never changes afterwards, so references from [`Dentry::lower`] stay valid: a
+    /// second call fails with `EEXIST` and drops `lower`.
+    pub fn set_lower(&self, lower: ARef<LowerDentry>) -> Result {
         let new = ARef::into_raw(lower).as_ptr();
-        // SAFETY: Called by the thread that owns the dentry's setup (lookup or a creating
-        // operation under the parent's lock), before it is visible with the new lower.
-        let old = unsafe { ptr::replace(&mut (*self.as_ptr()).d_fsdata, new.cast()) };
-        if !old.is_null() {
-            // SAFETY: `d_fsdata` owned that reference.
-            unsafe { bindings::dput(old.cast()) };
+        // SAFETY: `d_fsdata` is only written here and in `d_release`; the compare-exchange makes
+        // the first write win, so no reference from `lower()` is ever invalidated.
+        let slot =
+            unsafe { &*ptr::addr_of!((*self.as_ptr()).d_fsdata).cast::<AtomicPtr<LowerDentry>>() };
+        if slot
+            .compare_exchange(ptr::null_mut(), new, Ordering::AcqRel, Ordering::Acquire)
+            .is_err()
+        {
+            // SAFETY: We own the reference `into_raw` gave us and did not publish it.
+            drop(unsafe { ARef::from_raw(NonNull::new_unchecked(new)) });
+            return Err(EEXIST);
         }
+        Ok(())
     }
 
     /// The super block.
