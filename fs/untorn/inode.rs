@@ -8,7 +8,7 @@ use kernel::{bindings, prelude::*};
 
 use crate::{
     kernel_ext::{
-        lower,
+        lower::{self, Acl},
         ops::{copy_attributes, DelayedCall, Iattr, InValue, Kstat, OutBuffer},
         vfs::{Dentry, Inode},
     },
@@ -113,6 +113,33 @@ pub(crate) fn setxattr(dentry: &Dentry<Untorn>, name: &CStr, value: InValue, fla
         .super_block()
         .as_mounter(|| lower::setxattr(lower_dentry, name, value, flags))?;
     if let Some(inode) = dentry.inode() {
+        copy_attributes(inode);
+    }
+    Ok(())
+}
+
+/// POSIX ACLs are the lower's: read from it for permission checks and `getfacl`, written to it
+/// by `setfacl` (which may change the mode too).
+pub(crate) fn get_inode_acl(inode: &Inode<Untorn>, acl_type: i32) -> Result<Acl> {
+    inode
+        .super_block()
+        .as_mounter(|| lower::get_inode_acl(inode.lower(), acl_type))
+}
+
+pub(crate) fn get_acl(dentry: &Dentry<Untorn>, acl_type: i32) -> Result<Acl> {
+    let lower_dentry = dentry.lower()?;
+    dentry
+        .super_block()
+        .as_mounter(|| lower::get_acl(lower_dentry, acl_type))
+}
+
+pub(crate) fn set_acl(dentry: &Dentry<Untorn>, acl: Acl, acl_type: i32) -> Result {
+    let lower_dentry = dentry.lower()?;
+    dentry
+        .super_block()
+        .as_mounter(|| lower::set_acl(lower_dentry, acl_type, acl))?;
+    if let Some(inode) = dentry.inode() {
+        inode.forget_cached_acls();
         copy_attributes(inode);
     }
     Ok(())

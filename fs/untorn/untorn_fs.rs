@@ -24,6 +24,7 @@ mod super_block;
 
 use kernel_ext::{
     folio::{LockedFolio, OwnedLockedFolio},
+    lower::Acl,
     ops::{
         DelayedCall, Iattr, InValue, Kiocb, Kstat, OutBuffer, Registration, StackedFs, Statfs,
         UpperFile, UserIter, Writeback,
@@ -157,6 +158,15 @@ impl StackedFs for Untorn {
     }
     fn setxattr(dentry: &Dentry<Self>, name: &CStr, value: InValue, flags: i32) -> Result {
         inode::setxattr(dentry, name, value, flags)
+    }
+    fn get_inode_acl(inode: &Inode<Self>, acl_type: i32) -> Result<Acl> {
+        inode::get_inode_acl(inode, acl_type)
+    }
+    fn get_acl(dentry: &Dentry<Self>, acl_type: i32) -> Result<Acl> {
+        inode::get_acl(dentry, acl_type)
+    }
+    fn set_acl(dentry: &Dentry<Self>, acl: Acl, acl_type: i32) -> Result {
+        inode::set_acl(dentry, acl, acl_type)
     }
     fn get_link(dentry: &Dentry<Self>, done: DelayedCall) -> Result<*const c_char> {
         inode::get_link(dentry, done)

@@ -126,6 +126,11 @@ void untorn_helper_inode_unlock(struct inode *inode)
 	inode_unlock(inode);
 }
 
+const char *untorn_helper_posix_acl_xattr_name(int type)
+{
+	return posix_acl_xattr_name(type);
+}
+
 struct dentry *untorn_helper_dget(struct dentry *dentry)
 {
 	return dget(dentry);

@@ -18,6 +18,8 @@
 #include <linux/mount.h>
 #include <linux/namei.h>
 #include <linux/pagemap.h>
+#include <linux/posix_acl.h>
+#include <linux/posix_acl_xattr.h>
 #include <linux/statfs.h>
 #include <linux/uio.h>
 
@@ -62,6 +64,7 @@ void untorn_helper_copy_attr(struct inode *dest, const struct inode *src);
 void untorn_helper_inode_lock(struct inode *inode);
 void untorn_helper_inode_unlock(struct inode *inode);
 
+const char *untorn_helper_posix_acl_xattr_name(int type);
 struct dentry *untorn_helper_dget(struct dentry *dentry);
 void untorn_helper_end_creating(struct dentry *child);
 void untorn_helper_end_removing(struct dentry *child);

@@ -268,3 +268,50 @@ pub fn get_link(dentry: &LowerDentry, done: DelayedCall) -> Result<*const c_char
     let target = unsafe { bindings::vfs_get_link(dentry.as_ptr(), done.0) };
     from_err_ptr(target.cast_mut()).map(|p| p.cast_const())
 }
+
+/// A POSIX ACL of the VFS (`struct posix_acl`), passed through untouched; null means none.
+pub struct Acl(pub(crate) *mut bindings::posix_acl);
+
+fn acl_result(acl: *mut bindings::posix_acl) -> Result<Acl> {
+    from_err_ptr(acl).map(Acl)
+}
+
+fn acl_name(acl_type: i32) -> Result<*const c_char> {
+    // SAFETY: A pure function of `acl_type`, returning a static string or null.
+    let name = unsafe { ext::untorn_helper_posix_acl_xattr_name(acl_type) };
+    if name.is_null() {
+        return Err(EINVAL);
+    }
+    Ok(name)
+}
+
+/// The lower inode's ACL of `acl_type` for permission checks (`get_inode_acl()`).
+pub fn get_inode_acl(inode: &super::vfs::LowerInode, acl_type: i32) -> Result<Acl> {
+    // SAFETY: `inode` is referenced; the returned ACL is referenced for the caller.
+    acl_result(unsafe { ext::get_inode_acl(inode.as_ptr(), acl_type) })
+}
+
+/// The lower dentry's ACL of `acl_type` (`vfs_get_acl()`).
+pub fn get_acl(dentry: &LowerDentry, acl_type: i32) -> Result<Acl> {
+    let name = acl_name(acl_type)?;
+    // SAFETY: `dentry` is referenced; `name` is a static string.
+    acl_result(unsafe { ext::vfs_get_acl(idmap(), dentry.as_ptr(), name) })
+}
+
+/// Sets (or, for a null `acl`, removes) the lower dentry's ACL of `acl_type`.
+pub fn set_acl(dentry: &LowerDentry, acl_type: i32, acl: Acl) -> Result {
+    let name = acl_name(acl_type)?;
+    // SAFETY: `dentry` is referenced; `acl` is the VFS's ACL, valid during the call.
+    let result = unsafe {
+        if acl.0.is_null() {
+            ext::vfs_remove_acl(idmap(), dentry.as_ptr(), name)
+        } else {
+            ext::vfs_set_acl(idmap(), dentry.as_ptr(), name, acl.0)
+        }
+    };
+    match to_result(result) {
+        // Removing an ACL that is not there is success for `set_acl`.
+        Err(e) if acl.0.is_null() && e == ENODATA => Ok(()),
+        r => r,
+    }
+}

@@ -23,6 +23,7 @@ use kernel::{
 use super::{
     bindings as ext,
     folio::{Folio, LockedFolio, OwnedLockedFolio},
+    lower::Acl,
     vfs::{
         free_sb_info, Dentry, DirContext, Inode, InodeAlloc, LowerDentry, LowerFile, LowerInode,
         NewSuperBlock, StackedInodeState, SuperBlock,
@@ -91,6 +92,12 @@ pub trait StackedFs: Sized + Send + Sync + 'static {
     fn getxattr(dentry: &Dentry<Self>, name: &CStr, buf: OutBuffer) -> Result<usize>;
     /// `setxattr(2)`, or `removexattr(2)` when `value` is null.
     fn setxattr(dentry: &Dentry<Self>, name: &CStr, value: InValue, flags: i32) -> Result;
+    /// The ACL of `acl_type` for permission checks (the VFS caches it on our inode).
+    fn get_inode_acl(inode: &Inode<Self>, acl_type: i32) -> Result<Acl>;
+    /// `getxattr(2)` of `system.posix_acl_*`.
+    fn get_acl(dentry: &Dentry<Self>, acl_type: i32) -> Result<Acl>;
+    /// `setxattr(2)` and `removexattr(2)` of `system.posix_acl_*`.
+    fn set_acl(dentry: &Dentry<Self>, acl: Acl, acl_type: i32) -> Result;
     /// `readlink(2)` and path walks: the lower's target.
     fn get_link(dentry: &Dentry<Self>, done: DelayedCall) -> Result<*const c_char>;
 
@@ -459,6 +466,9 @@ impl<T: StackedFs> Tables<T> {
 
     /// The directory inode operations.
     pub const DIR_INODE: bindings::inode_operations = bindings::inode_operations {
+        get_inode_acl: Some(Self::get_inode_acl),
+        get_acl: Some(Self::get_acl),
+        set_acl: Some(Self::set_acl),
         lookup: Some(Self::lookup),
         create: Some(Self::create),
         mkdir: Some(Self::mkdir),
@@ -478,6 +488,9 @@ impl<T: StackedFs> Tables<T> {
 
     /// The regular-file and special-file inode operations.
     pub const FILE_INODE: bindings::inode_operations = bindings::inode_operations {
+        get_inode_acl: Some(Self::get_inode_acl),
+        get_acl: Some(Self::get_acl),
+        set_acl: Some(Self::set_acl),
         permission: Some(Self::permission),
         getattr: Some(Self::getattr),
         setattr: Some(Self::setattr),
@@ -905,6 +918,50 @@ impl<T: StackedFs> Tables<T> {
             )
             .map(|n| n as isize)
         })
+    }
+
+    /// # Safety
+    ///
+    /// Called by the VFS with the arguments its contract for this operation guarantees.
+    unsafe extern "C" fn get_inode_acl(
+        inode: *mut bindings::inode,
+        acl_type: i32,
+        rcu: bool,
+    ) -> *mut bindings::posix_acl {
+        if rcu {
+            // The lower's ACL lookup may sleep.
+            return ECHILD.to_ptr();
+        }
+        // SAFETY: Our inode, referenced by the caller.
+        let inode = unsafe { Inode::<T>::from_raw(inode) };
+        T::get_inode_acl(inode, acl_type).map_or_else(|e| e.to_ptr(), |acl| acl.0)
+    }
+
+    /// # Safety
+    ///
+    /// Called by the VFS with the arguments its contract for this operation guarantees.
+    unsafe extern "C" fn get_acl(
+        _idmap: *mut bindings::mnt_idmap,
+        dentry: *mut bindings::dentry,
+        acl_type: i32,
+    ) -> *mut bindings::posix_acl {
+        // SAFETY: Our dentry.
+        let dentry = unsafe { Dentry::<T>::from_raw(dentry) };
+        T::get_acl(dentry, acl_type).map_or_else(|e| e.to_ptr(), |acl| acl.0)
+    }
+
+    /// # Safety
+    ///
+    /// Called by the VFS with the arguments its contract for this operation guarantees.
+    unsafe extern "C" fn set_acl(
+        _idmap: *mut bindings::mnt_idmap,
+        dentry: *mut bindings::dentry,
+        acl: *mut bindings::posix_acl,
+        acl_type: i32,
+    ) -> i32 {
+        // SAFETY: Our dentry, its inode locked by the VFS.
+        let dentry = unsafe { Dentry::<T>::from_raw(dentry) };
+        from_result(|| T::set_acl(dentry, Acl(acl), acl_type).map(|()| 0))
     }
 
     /// # Safety

@@ -1042,3 +1042,11 @@ impl LowerFile {
         self.rw(pos, iter, true, write)
     }
 }
+
+impl<T: StackedFs> Inode<T> {
+    /// Forgets the ACLs the VFS cached on this inode, after they changed on the lower.
+    pub fn forget_cached_acls(&self) {
+        // SAFETY: A live inode.
+        unsafe { ext::forget_all_cached_acls(self.as_ptr()) };
+    }
+}
