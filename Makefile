@@ -6,6 +6,8 @@
 #   make              build the modules (and the test kernel, if missing) and the tool
 #   make check        install what is missing, build everything, run every test
 #   make bench        run the benchmark in the `bench` flavour guest
+#   make exercise     a long run of the data-integrity exerciser (EXERCISE_DURATION, default
+#                     30m; EXERCISE_FS=xfs|ext4; SEED=n to replay a run)
 #   make CLIPPY=1     build the modules with clippy
 #   make rust-analyzer  write rust-project.json for the kernel-side Rust
 #
@@ -15,7 +17,7 @@
 FLAVOUR ?= test
 TESTING := tools/testing
 
-.PHONY: all modules tool deps check bench rust-analyzer fmt clean distclean
+.PHONY: all modules tool deps check bench exercise rust-analyzer fmt clean distclean
 
 all: modules tool
 
@@ -33,6 +35,11 @@ check:
 
 bench:
 	$(TESTING)/run-bench
+
+EXERCISE_DURATION ?= 30m
+EXERCISE_FS ?= xfs
+exercise:
+	$(TESTING)/run-exercise $(EXERCISE_FS) $(EXERCISE_DURATION) $(SEED)
 
 rust-analyzer:
 	$(TESTING)/build-modules $(FLAVOUR) rust-analyzer >/dev/null
