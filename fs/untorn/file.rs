@@ -53,10 +53,11 @@ pub(crate) fn read_iter(kiocb: &mut Kiocb<'_, Untorn>, iter: &mut UserIter) -> R
     if !kiocb.is_direct() {
         return kiocb.filemap_read(iter);
     }
-    // O_DIRECT: the lower file serves it, after our dirty folios of the range reached it.
+    // O_DIRECT: the lower file serves it, after all our dirty folios reached it (not only those
+    // of the range: the lower's size must be ours, or a read in a hole below our end of file
+    // would end early).
     let inode = kiocb.inode();
-    let (start, end) = (kiocb.pos(), kiocb.pos() + iter.count() as i64 - 1);
-    inode.write_and_wait(start, end)?;
+    inode.write_and_wait(0, i64::MAX)?;
     let counters = inode.super_block().info().data.counters();
     Counters::inc(&counters.direct_reads);
     let lower = data_file(inode)?;
@@ -143,8 +144,9 @@ pub(crate) fn fallocate(
             .as_mounter(|| lower.fallocate(mode, offset, len))?;
         if mode & !(crate::kernel_ext::bindings::UNTORN_FALLOC_FL_KEEP_SIZE as i32) != 0 {
             // Punch, zero, collapse and insert change data; collapse and insert shift all that
-            // follows.
-            inode.truncate_pagecache(offset, i64::MAX);
+            // follows. Our folios there are clean (written back above): drop them whole, so
+            // the next read takes the lower's data.
+            inode.invalidate(offset, i64::MAX)?;
         }
         let lower_size = inode.lower().size();
         if lower_size != inode.size() {

@@ -37,6 +37,9 @@ pub(crate) fn getattr(
     sb.as_mounter(|| lower::getattr(&path, stat, request_mask, flags))?;
     let stat = stat.get();
     stat.dev = sb.dev();
+    // Untorn writes through untorn come with part 2; until then none are offered.
+    stat.result_mask &= !bindings::STATX_WRITE_ATOMIC;
+    stat.attributes &= !u64::from(bindings::STATX_ATTR_WRITE_ATOMIC);
     if let Some(inode) = dentry.inode() {
         if inode.is_regular() {
             stat.size = inode.size();
@@ -70,7 +73,13 @@ pub(crate) fn setattr(dentry: &Dentry<Untorn>, attr: &Iattr) -> Result {
         lower_attr.ia_valid &= !bindings::ATTR_MODE;
     }
     let resize = inode.is_regular() && lower_attr.ia_valid & bindings::ATTR_SIZE != 0;
-    if resize {
+    let set_times =
+        lower_attr.ia_valid & (bindings::ATTR_MTIME_SET | bindings::ATTR_ATIME_SET) != 0;
+    if inode.is_regular() && set_times {
+        // Explicit times (`cp -p`, `touch -d`) must not be overtaken by a later writeback, which
+        // updates the lower's mtime: write back first, as NFS and FUSE do.
+        inode.write_and_wait(0, i64::MAX)?;
+    } else if resize {
         // Dirty data beyond the new size must not be written back after the lower truncate
         // (that would extend the file again); data before it stays cached and dirty.
         inode.write_and_wait(lower_attr.ia_size, i64::MAX)?;
@@ -78,9 +87,13 @@ pub(crate) fn setattr(dentry: &Dentry<Untorn>, attr: &Iattr) -> Result {
     let lower_dentry = dentry.lower()?;
     dentry
         .super_block()
-        .as_mounter(|| lower::setattr(lower_dentry, &mut lower_attr))?;
+        .as_mounter_writing(|| lower::setattr(lower_dentry, &mut lower_attr))?;
     if resize {
         inode.truncate_setsize(lower_attr.ia_size);
+    }
+    if lower_attr.ia_valid & bindings::ATTR_MODE != 0 {
+        // A mode change rewrites the ACL's mask on the lower.
+        inode.forget_cached_acls();
     }
     copy_attributes(inode);
     Ok(())
@@ -111,7 +124,7 @@ pub(crate) fn setxattr(dentry: &Dentry<Untorn>, name: &CStr, value: InValue, fla
     let lower_dentry = dentry.lower()?;
     dentry
         .super_block()
-        .as_mounter(|| lower::setxattr(lower_dentry, name, value, flags))?;
+        .as_mounter_writing(|| lower::setxattr(lower_dentry, name, value, flags))?;
     if let Some(inode) = dentry.inode() {
         copy_attributes(inode);
     }
@@ -137,7 +150,7 @@ pub(crate) fn set_acl(dentry: &Dentry<Untorn>, acl: Acl, acl_type: i32) -> Resul
     let lower_dentry = dentry.lower()?;
     dentry
         .super_block()
-        .as_mounter(|| lower::set_acl(lower_dentry, acl_type, acl))?;
+        .as_mounter_writing(|| lower::set_acl(lower_dentry, acl_type, acl))?;
     if let Some(inode) = dentry.inode() {
         inode.forget_cached_acls();
         copy_attributes(inode);

@@ -54,11 +54,14 @@ fn created(dir: &Inode<Untorn>, dentry: &Dentry<Untorn>, lower: &LowerDentry) ->
     Ok(())
 }
 
-/// Runs a creating lower operation with the creator's credentials.
+/// Runs a creating lower operation with write access to the lower and the creator's
+/// credentials.
 fn as_creator<R>(dir: &Inode<Untorn>, f: impl FnOnce() -> Result<R>) -> Result<R> {
     let creator = CreatorCred::new(&dir.super_block().info().creds)?;
-    let _guard = creator.override_current();
-    f()
+    dir.super_block().as_mounter_writing(|| {
+        let _guard = creator.override_current();
+        f()
+    })
 }
 
 pub(crate) fn create(dir: &Inode<Untorn>, dentry: &Dentry<Untorn>, mode: u16) -> Result {
@@ -106,15 +109,15 @@ pub(crate) fn tmpfile(dir: &Inode<Untorn>, file: &UpperFile, mode: u16) -> Resul
     let dentry = file.dentry::<Untorn>();
     let parent = dentry.parent().lower_path()?;
     let creator = CreatorCred::new(&dir.super_block().info().creds)?;
-    let lower_file = {
+    let lower_file = dir.super_block().as_mounter_writing(|| {
         let _guard = creator.override_current();
         LowerFile::open_tmpfile(
             &parent,
             mode,
             bindings::O_RDWR | bindings::O_LARGEFILE,
             &creator,
-        )?
-    };
+        )
+    })?;
     let lower = lower_file.dentry();
     let inode = upper_inode(dir, lower)?;
     dentry.set_lower(ARef::from(lower))?;
@@ -124,7 +127,7 @@ pub(crate) fn tmpfile(dir: &Inode<Untorn>, file: &UpperFile, mode: u16) -> Resul
 pub(crate) fn link(old: &Dentry<Untorn>, dir: &Inode<Untorn>, new: &Dentry<Untorn>) -> Result {
     let (lower_old, parent, child) = (old.lower()?, new.parent().lower()?, new.lower()?);
     dir.super_block()
-        .as_mounter(|| lower::link(lower_old, parent, child))?;
+        .as_mounter_writing(|| lower::link(lower_old, parent, child))?;
     // Hard links share one upper inode: `created` finds the cached one, with a new link count.
     if let Some(inode) = old.inode() {
         copy_attributes(inode);
@@ -135,7 +138,7 @@ pub(crate) fn link(old: &Dentry<Untorn>, dir: &Inode<Untorn>, new: &Dentry<Untor
 pub(crate) fn unlink(dir: &Inode<Untorn>, dentry: &Dentry<Untorn>) -> Result {
     let (parent, child) = (dentry.parent().lower()?, dentry.lower()?);
     dir.super_block()
-        .as_mounter(|| lower::unlink(parent, child))?;
+        .as_mounter_writing(|| lower::unlink(parent, child))?;
     copy_attributes(dir);
     if let Some(inode) = dentry.inode() {
         copy_attributes(inode);
@@ -148,7 +151,7 @@ pub(crate) fn unlink(dir: &Inode<Untorn>, dentry: &Dentry<Untorn>) -> Result {
 pub(crate) fn rmdir(dir: &Inode<Untorn>, dentry: &Dentry<Untorn>) -> Result {
     let (parent, child) = (dentry.parent().lower()?, dentry.lower()?);
     dir.super_block()
-        .as_mounter(|| lower::rmdir(parent, child))?;
+        .as_mounter_writing(|| lower::rmdir(parent, child))?;
     copy_attributes(dir);
     if let Some(inode) = dentry.inode() {
         inode.clear_nlink();
@@ -171,9 +174,9 @@ pub(crate) fn rename(
     }
     let (old_parent, lower_old) = (old.parent().lower()?, old.lower()?);
     let (new_parent, lower_new) = (new.parent().lower()?, new.lower()?);
-    old_dir
-        .super_block()
-        .as_mounter(|| lower::rename(old_parent, lower_old, new_parent, lower_new, flags))?;
+    old_dir.super_block().as_mounter_writing(|| {
+        lower::rename(old_parent, lower_old, new_parent, lower_new, flags)
+    })?;
     copy_attributes(old_dir);
     copy_attributes(new_dir);
     if let Some(target) = new.inode() {

@@ -92,6 +92,8 @@ pub(crate) unsafe extern "C" fn untorn_fill_super(
     })
 }
 
+const RDONLY: u32 = crate::kernel_ext::bindings::UNTORN_SB_RDONLY as u32;
+
 /// Applies a remount's options (called by `untorn_mount.c`); `writethrough` is -1 if not given.
 ///
 /// # Safety
@@ -101,11 +103,15 @@ pub(crate) unsafe extern "C" fn untorn_fill_super(
 pub(crate) unsafe extern "C" fn untorn_reconfigure(
     sb: *mut bindings::super_block,
     writethrough: i32,
-    _sb_flags: u32,
-    _sb_flags_mask: u32,
+    sb_flags: u32,
+    sb_flags_mask: u32,
 ) -> i32 {
     // SAFETY: Per our contract.
     let sb = unsafe { SuperBlock::<Untorn>::from_raw(sb) };
+    let to_rw = sb_flags_mask & RDONLY != 0 && sb_flags & RDONLY == 0;
+    if to_rw && sb.lower_is_readonly() {
+        return EROFS.to_errno();
+    }
     if writethrough >= 0 {
         let Some(policy) = policy_from_c(writethrough) else {
             return EINVAL.to_errno();

@@ -120,7 +120,7 @@ static int untorn_init_fs_context(struct fs_context *fc)
 /*
  * No FS_USERNS_MOUNT: mounting needs CAP_SYS_ADMIN in the initial user namespace, so an
  * unprivileged mount gets EPERM from the VFS. The owner reference that every super block holds
- * on its file_system_type is what makes rmmod fail with EBUSY while mounted.
+ * on its file_system_type is what makes rmmod fail while mounted.
  */
 static struct file_system_type untorn_fs_type = {
 	.owner = THIS_MODULE,

@@ -10,6 +10,7 @@
 #include <linux/blk_types.h>
 #include <linux/falloc.h>
 #include <linux/fs.h>
+#include <linux/mount.h>
 #include <linux/uio.h>
 
 #include "rust/helpers/helpers.h"
@@ -30,3 +31,4 @@ const unsigned long UNTORN_SB_POSIXACL = SB_POSIXACL;
 const unsigned int UNTORN_FMODE_WRITE = (__force unsigned int)FMODE_WRITE;
 const unsigned int UNTORN_FMODE_CAN_ODIRECT = (__force unsigned int)FMODE_CAN_ODIRECT;
 const unsigned int UNTORN_FALLOC_FL_KEEP_SIZE = FALLOC_FL_KEEP_SIZE;
+const int UNTORN_MNT_READONLY = MNT_READONLY;

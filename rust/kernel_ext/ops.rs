@@ -541,6 +541,8 @@ impl<T: StackedFs> Tables<T> {
         write_begin: Some(Self::write_begin),
         write_end: Some(Self::write_end),
         error_remove_folio: Some(bindings::generic_error_remove_folio),
+        #[cfg(CONFIG_MIGRATION)]
+        migrate_folio: Some(bindings::filemap_migrate_folio),
         ..pin_init::zeroed()
     };
 
@@ -1381,10 +1383,14 @@ pub unsafe fn fill_super<T: StackedFs>(
 ///
 /// `sb` is a super block of type `T` being destroyed.
 pub unsafe fn kill_sb<T: StackedFs>(sb: *mut bindings::super_block) {
-    // SAFETY: Per the contract: evicts every inode (releasing lower objects), then frees ours.
+    // SAFETY: Per the contract. `kill_anon_super()` in three steps: shut down (write back and
+    // evict every inode, releasing lower objects), free our state (whose debugfs directory is
+    // named after the device number), then free the device number for reuse.
     unsafe {
-        bindings::kill_anon_super(sb);
+        let dev = (*sb).s_dev;
+        bindings::generic_shutdown_super(sb);
         free_sb_info::<T>(sb);
+        bindings::free_anon_bdev(dev);
     }
 }
 

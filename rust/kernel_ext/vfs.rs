@@ -102,6 +102,29 @@ impl<T: StackedFs> SuperBlock<T> {
         self.info().lower_mnt.0.as_ptr()
     }
 
+    /// Runs `f`, which changes the lower filesystem, with write access to the lower mount (which
+    /// also waits while the lower is frozen, and fails with `EROFS` on a read-only lower) and the
+    /// mounter's credentials.
+    pub fn as_mounter_writing<R>(&self, f: impl FnOnce() -> Result<R>) -> Result<R> {
+        let mnt = self.lower_mnt();
+        // SAFETY: Our private mount is live; dropped below on every path.
+        to_result(unsafe { bindings::mnt_want_write(mnt) })?;
+        let result = self.as_mounter(f);
+        // SAFETY: Taken above.
+        unsafe { bindings::mnt_drop_write(mnt) };
+        result
+    }
+
+    /// Whether the lower is read-only (its mount or its super block).
+    pub fn lower_is_readonly(&self) -> bool {
+        let mnt = self.lower_mnt();
+        // SAFETY: Our private mount and its super block are live; flags are read as the VFS does.
+        unsafe {
+            (*mnt).mnt_flags & ext::UNTORN_MNT_READONLY != 0
+                || (*(*mnt).mnt_sb).s_flags & ext::UNTORN_SB_RDONLY != 0
+        }
+    }
+
     /// Runs `f` with the mounter's credentials installed.
     pub fn as_mounter<R>(&self, f: impl FnOnce() -> R) -> R {
         let _guard = self.info().creds.override_current();
@@ -191,7 +214,8 @@ impl<T: StackedFs> NewSuperBlock<T> {
     }
 }
 
-/// Frees what [`NewSuperBlock::fill`] set up; called from `kill_sb` after `kill_anon_super()`.
+/// Frees what [`NewSuperBlock::fill`] set up; called from `kill_sb` after the super block is shut
+/// down.
 ///
 /// # Safety
 ///
@@ -339,8 +363,8 @@ impl LowerDentry {
     }
 
     /// Dentries that a stacked filesystem must not cross: automount points, and directories
-    /// with their own name hashing or revalidation (casefolded, encrypted), as overlayfs'
-    /// `ovl_dentry_weird()`.
+    /// with their own name hashing (casefolded), as overlayfs' `ovl_dentry_weird()`. (Dentries
+    /// that the lower revalidates are fine: with `CONFIG_FS_ENCRYPTION` every ext4 dentry is one.)
     pub fn is_weird(&self) -> bool {
         // SAFETY: `d_flags` bits tested here are set when the dentry is set up.
         let flags = unsafe { (*self.as_ptr()).d_flags };
@@ -348,8 +372,7 @@ impl LowerDentry {
             & (bindings::dentry_flags_DCACHE_NEED_AUTOMOUNT
                 | bindings::dentry_flags_DCACHE_MANAGE_TRANSIT
                 | bindings::dentry_flags_DCACHE_OP_HASH
-                | bindings::dentry_flags_DCACHE_OP_COMPARE
-                | bindings::dentry_flags_DCACHE_OP_REVALIDATE)
+                | bindings::dentry_flags_DCACHE_OP_COMPARE)
             != 0
     }
 }
