@@ -92,17 +92,22 @@ impl FsType {
         }
     }
 
-    /// Makes a fresh filesystem of this type on `device`, destroying its content.
-    pub fn mkfs(self, device: &Path) -> Result<()> {
+    /// Makes a fresh filesystem of this type on `device`, destroying its content; with room
+    /// for at least `inodes` files where the filesystem fixes its inode count at mkfs time
+    /// (ext4 with bigalloc on a small disk has a few thousand).
+    pub fn mkfs_with_inodes(self, device: &Path, inodes: Option<u32>) -> Result<()> {
         let dev = path_str(device)?;
         match self {
             FsType::Xfs => run("mkfs.xfs", &["-f", "-q", dev])?,
-            FsType::Ext4 => run(
-                "mkfs.ext4",
-                &[
-                    "-F", "-q", "-O", "bigalloc", "-b", "4096", "-C", "65536", dev,
-                ],
-            )?,
+            FsType::Ext4 => {
+                let inodes = inodes.map(|n| n.to_string());
+                let mut args = vec!["-F", "-q", "-O", "bigalloc", "-b", "4096", "-C", "65536"];
+                if let Some(n) = &inodes {
+                    args.extend(["-N", n]);
+                }
+                args.push(dev);
+                run("mkfs.ext4", &args)?
+            }
         };
         Ok(())
     }
@@ -111,28 +116,66 @@ impl FsType {
 /// A filesystem mounted on a fresh directory; unmounted and removed when dropped.
 pub struct Mounted {
     dir: PathBuf,
+    fs_type: String,
+    source: String,
+    options: String,
 }
 
 impl Mounted {
     /// Makes a fresh filesystem on `device` and mounts it.
     pub fn fresh(fs_type: FsType, device: &Path) -> Result<Self> {
-        fs_type.mkfs(device)?;
+        Self::fresh_with_inodes(fs_type, device, None)
+    }
+
+    /// [`Mounted::fresh`] with room for at least `inodes` files.
+    pub fn fresh_with_inodes(fs_type: FsType, device: &Path, inodes: Option<u32>) -> Result<Self> {
+        fs_type.mkfs_with_inodes(device, inodes)?;
         Self::mount(fs_type.name(), path_str(device)?, "")
     }
 
     /// Mounts `source` with type `fs_type` and `options` on a new directory.
     pub fn mount(fs_type: &str, source: &str, options: &str) -> Result<Self> {
         let dir = scratch_dir(fs_type)?;
-        let dir_str = path_str(&dir)?;
-        let mut args = vec!["-t", fs_type, source, dir_str];
-        if !options.is_empty() {
-            args.extend(["-o", options]);
-        }
-        if let Err(e) = run("mount", &args) {
+        if let Err(e) = mount_at(fs_type, source, &dir, options) {
             let _ = fs::remove_dir(&dir);
             return Err(e);
         }
-        Ok(Self { dir })
+        Ok(Self {
+            dir,
+            fs_type: fs_type.to_string(),
+            source: source.to_string(),
+            options: options.to_string(),
+        })
+    }
+
+    /// Mounts `source` with mount(2) itself on a new directory: `Ok(Err(errno))` if the kernel
+    /// refuses, so that callers can check the exact error.
+    pub fn mount_syscall(
+        fs_type: &str,
+        source: &Path,
+        options: &str,
+    ) -> Result<std::io::Result<Self>> {
+        let dir = scratch_dir(fs_type)?;
+        match crate::sys::mount(source, &dir, fs_type, 0, options) {
+            Ok(()) => Ok(Ok(Self {
+                dir,
+                fs_type: fs_type.to_string(),
+                source: path_str(source)?.to_string(),
+                options: options.to_string(),
+            })),
+            Err(e) => {
+                fs::remove_dir(&dir).with_context(|| format!("cannot remove {}", dir.display()))?;
+                Ok(Err(e))
+            }
+        }
+    }
+
+    /// Unmounts and mounts again on the same directory, so that nothing cached in memory by
+    /// the filesystem survives (the page cache of its inodes goes with the super block).
+    pub fn cycle(&mut self) -> Result<()> {
+        run("umount", &[path_str(&self.dir)?])?;
+        mount_at(&self.fs_type, &self.source, &self.dir, &self.options)
+            .with_context(|| format!("mounting {} again", self.dir.display()))
     }
 
     /// The mount point.
@@ -153,7 +196,16 @@ impl Drop for Mounted {
     }
 }
 
-fn scratch_dir(tag: &str) -> Result<PathBuf> {
+fn mount_at(fs_type: &str, source: &str, dir: &Path, options: &str) -> Result<()> {
+    let mut args = vec!["-t", fs_type, source, path_str(dir)?];
+    if !options.is_empty() {
+        args.extend(["-o", options]);
+    }
+    run("mount", &args).map(drop)
+}
+
+/// A new empty directory under the temporary directory, named after `tag`.
+pub fn scratch_dir(tag: &str) -> Result<PathBuf> {
     let base = std::env::temp_dir();
     for n in 0..1000 {
         let dir = base.join(format!("untorn-{tag}-{}-{n}", std::process::id()));
@@ -170,4 +222,55 @@ fn scratch_dir(tag: &str) -> Result<PathBuf> {
 pub fn path_str(path: &Path) -> Result<&str> {
     path.to_str()
         .with_context(|| format!("path is not UTF-8: {}", path.display()))
+}
+
+/// Writes back dirty data and drops clean page cache, dentries and inodes everywhere
+/// (`/proc/sys/vm/drop_caches`).
+pub fn drop_caches() -> Result<()> {
+    crate::sys::sync();
+    fs::write("/proc/sys/vm/drop_caches", "3").context("cannot write /proc/sys/vm/drop_caches")
+}
+
+/// Whether the running kernel has a filesystem type (`/proc/filesystems`).
+pub fn filesystem_registered(name: &str) -> bool {
+    fs::read_to_string("/proc/filesystems").is_ok_and(|list| {
+        list.lines()
+            .any(|line| line.split_whitespace().last() == Some(name))
+    })
+}
+
+/// A module this process loaded; unloaded when dropped unless [`LoadedModule::forget`] was
+/// called (e.g. after a test unloaded it itself).
+pub struct LoadedModule {
+    name: String,
+    loaded_here: bool,
+}
+
+impl LoadedModule {
+    /// Loads `path` unless the module `name` is loaded already (then leaves it loaded at drop).
+    pub fn load(name: &str, path: &Path) -> Result<Self> {
+        let loaded_here = !Path::new("/sys/module").join(name).exists();
+        if loaded_here {
+            run("insmod", &[path_str(path)?])?;
+        }
+        Ok(Self {
+            name: name.to_string(),
+            loaded_here,
+        })
+    }
+
+    /// The module is no longer ours to unload.
+    pub fn forget(&mut self) {
+        self.loaded_here = false;
+    }
+}
+
+impl Drop for LoadedModule {
+    fn drop(&mut self) {
+        if self.loaded_here {
+            if let Err(e) = run("rmmod", &[&self.name]) {
+                eprintln!("# warning: {e}");
+            }
+        }
+    }
 }

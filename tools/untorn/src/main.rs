@@ -6,6 +6,7 @@
 //! the modules built from this repository.
 
 mod check;
+mod exercise;
 mod guest;
 mod limits;
 mod sys;
@@ -13,7 +14,7 @@ mod table;
 
 use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
-use std::{path::PathBuf, process::ExitCode};
+use std::{io::IsTerminal, path::PathBuf, process::ExitCode, time::Duration};
 
 #[derive(Parser)]
 #[command(version, about)]
@@ -47,6 +48,52 @@ enum Command {
         /// List the tests instead of running them.
         #[arg(long)]
         list: bool,
+        /// Run the stacking tests directly on the lower XFS/ext4 instead of through untorn
+        /// (leaving out those of untorn itself), to check the tests against the real thing.
+        #[arg(long)]
+        reference: bool,
+    },
+    /// Random operations on a few files through untorn, every read checked against a model of
+    /// their content; exits non-zero on the first mismatch.
+    Exercise {
+        /// The lower directory untorn stacks over (its files exercise-N are overwritten).
+        #[arg(long, required_unless_present = "scratch")]
+        lower: Option<PathBuf>,
+        /// Where to mount untorn.
+        #[arg(long, required_unless_present_any = ["scratch", "no_mount"])]
+        mountpoint: Option<PathBuf>,
+        /// Make a fresh filesystem of this type on the scsi_debug disk (destroying its
+        /// content) and use a directory on it as the lower, a scratch mount point for untorn.
+        #[arg(long, value_enum, conflicts_with_all = ["lower", "mountpoint"])]
+        scratch: Option<guest::FsType>,
+        /// The seed of the operation sequence (default: from the clock, printed).
+        #[arg(long)]
+        seed: Option<u64>,
+        /// How long to run, e.g. 60s, 30m, 2h.
+        #[arg(long, default_value = "60s", value_parser = exercise::parse_duration)]
+        duration: Duration,
+        /// Stop after this many operations instead (to replay a failure).
+        #[arg(long)]
+        ops: Option<u64>,
+        /// How many files.
+        #[arg(long, default_value_t = 8)]
+        files: usize,
+        /// The largest size a file may reach, e.g. 4MiB.
+        #[arg(long, default_value = "4MiB", value_parser = exercise::parse_size)]
+        max_size: u64,
+        /// untorn mount options, e.g. writethrough=all.
+        #[arg(long, default_value = "")]
+        options: String,
+        /// Work directly in the lower directory, without untorn (to check the exerciser).
+        #[arg(long)]
+        no_mount: bool,
+        /// Print the summary as JSON.
+        #[arg(long)]
+        json: bool,
+        /// Where the built modules are, to load untorn.ko when it is not loaded yet
+        /// (default: $UNTORN_MODULES, set by vm-run).
+        #[arg(long, env = "UNTORN_MODULES")]
+        modules: Option<PathBuf>,
     },
 }
 
@@ -102,10 +149,9 @@ fn run(cli: Cli) -> Result<ExitCode> {
             filter,
             modules,
             list,
+            reference,
         } => {
-            let env = check::Env {
-                modules_dir: modules,
-            };
+            let env = check::Env::new(modules, reference);
             if list {
                 for test in check::all_tests(&env)? {
                     println!("{}", test.name);
@@ -120,5 +166,75 @@ fn run(cli: Cli) -> Result<ExitCode> {
                 ExitCode::FAILURE
             })
         }
+        Command::Exercise {
+            lower,
+            mountpoint,
+            scratch,
+            seed,
+            duration,
+            ops,
+            files,
+            max_size,
+            options,
+            no_mount,
+            json,
+            modules,
+        } => {
+            let options = exercise::Options {
+                seed: seed.unwrap_or_else(clock_seed),
+                duration,
+                max_ops: ops,
+                files,
+                max_size,
+                mount: !no_mount,
+                mount_options: options,
+                drop_caches: true,
+            };
+            // Held until the end: the scratch filesystem and the module are undone on drop.
+            let mut scratch_mount = None;
+            let (lower, mountpoint) = match (scratch, lower) {
+                (Some(fs_type), _) => {
+                    let mounted = guest::Mounted::fresh(fs_type, &guest::scsi_debug_disk()?)?;
+                    let lower = mounted.path().join("lower");
+                    std::fs::create_dir(&lower)?;
+                    scratch_mount = Some(mounted);
+                    (lower, guest::scratch_dir("exercise")?)
+                }
+                (None, Some(lower)) => (lower, mountpoint.unwrap_or_default()),
+                (None, None) => anyhow::bail!("--lower or --scratch is needed"),
+            };
+            let _module = if options.mount && !guest::filesystem_registered("untorn") {
+                let modules = modules
+                    .context("untorn is not loaded and no --modules (UNTORN_MODULES) to load it")?;
+                Some(check::load_untorn(&modules)?)
+            } else {
+                None
+            };
+            let progress = std::io::stderr().is_terminal() && !json;
+            let summary = exercise::run(&lower, &mountpoint, &options, progress);
+            if scratch_mount.is_some() {
+                let _ = std::fs::remove_dir(&mountpoint);
+            }
+            let summary = summary?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&summary)?);
+            } else {
+                println!("{}", summary.line());
+            }
+            if summary.passed() {
+                Ok(ExitCode::SUCCESS)
+            } else {
+                eprintln!("{}", summary.failure_report());
+                Ok(ExitCode::FAILURE)
+            }
+        }
     }
+}
+
+/// A seed from the clock, for runs that do not name one (the summary prints it).
+fn clock_seed() -> u64 {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default();
+    untorn_logic::rng::mix64(now.as_secs() ^ u64::from(now.subsec_nanos()) << 32)
 }

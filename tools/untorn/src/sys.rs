@@ -1,7 +1,9 @@
 // SPDX-License-Identifier: GPL-2.0
 
-//! System calls the C library does not wrap with today's fields: `statx` with the atomic
-//! write fields, and `pwritev2` with `RWF_ATOMIC`.
+//! System calls: those the C library does not wrap with today's fields (`statx` with the
+//! atomic write fields, `pwritev2` with `RWF_ATOMIC`), and thin safe wrappers over the ones
+//! the tests and the exerciser need that `std` lacks (xattrs, `fallocate`, `renameat2`,
+//! `mmap`, `mount`, ...).
 
 use std::{
     ffi::CString,
@@ -134,5 +136,502 @@ impl AlignedBuf {
     /// The aligned bytes.
     pub fn as_slice(&self) -> &[u8] {
         &self.storage[self.start..self.start + self.len]
+    }
+}
+
+fn cpath(path: &Path) -> io::Result<CString> {
+    CString::new(path.as_os_str().as_bytes())
+        .map_err(|_| io::Error::from_raw_os_error(libc::EINVAL))
+}
+
+fn cstr(s: &str) -> io::Result<CString> {
+    CString::new(s).map_err(|_| io::Error::from_raw_os_error(libc::EINVAL))
+}
+
+/// Turns a C return value into `Ok(value)` or the errno.
+fn check(ret: libc::c_int) -> io::Result<libc::c_int> {
+    if ret < 0 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(ret)
+    }
+}
+
+/// Turns a `ssize_t` return value into a byte count or the errno.
+fn check_size(ret: libc::ssize_t) -> io::Result<usize> {
+    usize::try_from(ret).map_err(|_| io::Error::last_os_error())
+}
+
+/// `fallocate(fd, mode, offset, len)`.
+pub fn fallocate(file: &File, mode: i32, offset: u64, len: u64) -> io::Result<()> {
+    let offset = i64::try_from(offset).map_err(|_| io::Error::from_raw_os_error(libc::EINVAL))?;
+    let len = i64::try_from(len).map_err(|_| io::Error::from_raw_os_error(libc::EINVAL))?;
+    // SAFETY: Plain integer arguments on an open descriptor.
+    check(unsafe { libc::fallocate(file.as_raw_fd(), mode, offset, len) }).map(drop)
+}
+
+/// `renameat2(AT_FDCWD, from, AT_FDCWD, to, flags)`.
+pub fn renameat2(from: &Path, to: &Path, flags: u32) -> io::Result<()> {
+    let (from, to) = (cpath(from)?, cpath(to)?);
+    // SAFETY: Both paths are NUL-terminated strings that outlive the call.
+    check(unsafe {
+        libc::renameat2(
+            libc::AT_FDCWD,
+            from.as_ptr(),
+            libc::AT_FDCWD,
+            to.as_ptr(),
+            flags,
+        )
+    })
+    .map(drop)
+}
+
+/// `statfs(path)`.
+pub fn statfs(path: &Path) -> io::Result<libc::statfs> {
+    let path = cpath(path)?;
+    // SAFETY: `statfs` is plain data, for which all-zero bytes are a valid value.
+    let mut buf: libc::statfs = unsafe { std::mem::zeroed() };
+    // SAFETY: `path` is NUL-terminated and `buf` a writable `struct statfs`.
+    check(unsafe { libc::statfs(path.as_ptr(), &mut buf) })?;
+    Ok(buf)
+}
+
+/// `setxattr(path, name, value, flags)` (`flags`: 0, `XATTR_CREATE` or `XATTR_REPLACE`).
+pub fn setxattr(path: &Path, name: &str, value: &[u8], flags: i32) -> io::Result<()> {
+    let (path, name) = (cpath(path)?, cstr(name)?);
+    // SAFETY: NUL-terminated strings and a byte slice, all valid for the call.
+    check(unsafe {
+        libc::setxattr(
+            path.as_ptr(),
+            name.as_ptr(),
+            value.as_ptr().cast(),
+            value.len(),
+            flags,
+        )
+    })
+    .map(drop)
+}
+
+/// `getxattr(path, name)`: the whole value.
+pub fn getxattr(path: &Path, name: &str) -> io::Result<Vec<u8>> {
+    let (path, name) = (cpath(path)?, cstr(name)?);
+    // SAFETY: A NULL buffer of size 0 asks for the value's size.
+    let size = check_size(unsafe {
+        libc::getxattr(path.as_ptr(), name.as_ptr(), std::ptr::null_mut(), 0)
+    })?;
+    let mut value = vec![0u8; size];
+    // SAFETY: `value` is writable for its length.
+    let got = check_size(unsafe {
+        libc::getxattr(
+            path.as_ptr(),
+            name.as_ptr(),
+            value.as_mut_ptr().cast(),
+            value.len(),
+        )
+    })?;
+    value.truncate(got);
+    Ok(value)
+}
+
+/// `listxattr(path)`: the names.
+pub fn listxattr(path: &Path) -> io::Result<Vec<String>> {
+    let path = cpath(path)?;
+    // SAFETY: A NULL buffer of size 0 asks for the list's size.
+    let size = check_size(unsafe { libc::listxattr(path.as_ptr(), std::ptr::null_mut(), 0) })?;
+    let mut list = vec![0u8; size];
+    // SAFETY: `list` is writable for its length.
+    let got = check_size(unsafe {
+        libc::listxattr(path.as_ptr(), list.as_mut_ptr().cast(), list.len())
+    })?;
+    Ok(list[..got]
+        .split(|&b| b == 0)
+        .filter(|n| !n.is_empty())
+        .map(|n| String::from_utf8_lossy(n).into_owned())
+        .collect())
+}
+
+/// `removexattr(path, name)`.
+pub fn removexattr(path: &Path, name: &str) -> io::Result<()> {
+    let (path, name) = (cpath(path)?, cstr(name)?);
+    // SAFETY: NUL-terminated strings valid for the call.
+    check(unsafe { libc::removexattr(path.as_ptr(), name.as_ptr()) }).map(drop)
+}
+
+/// `open(dir, O_TMPFILE | O_RDWR, mode)`: an unnamed file in `dir`.
+pub fn open_tmpfile(dir: &Path, mode: u32) -> io::Result<File> {
+    let dir = cpath(dir)?;
+    // SAFETY: `dir` is NUL-terminated; the returned descriptor is owned by the `File` below.
+    let fd = check(unsafe {
+        libc::open(
+            dir.as_ptr(),
+            libc::O_TMPFILE | libc::O_RDWR | libc::O_CLOEXEC,
+            mode as libc::c_uint,
+        )
+    })?;
+    // SAFETY: `fd` was just opened and nothing else owns it.
+    Ok(unsafe { <File as std::os::unix::io::FromRawFd>::from_raw_fd(fd) })
+}
+
+/// Gives an open file (e.g. an `O_TMPFILE` one) the name `to`, through `/proc/self/fd`.
+pub fn link_open_file(file: &File, to: &Path) -> io::Result<()> {
+    let from = cstr(&format!("/proc/self/fd/{}", file.as_raw_fd()))?;
+    let to = cpath(to)?;
+    // SAFETY: NUL-terminated paths valid for the call.
+    check(unsafe {
+        libc::linkat(
+            libc::AT_FDCWD,
+            from.as_ptr(),
+            libc::AT_FDCWD,
+            to.as_ptr(),
+            libc::AT_SYMLINK_FOLLOW,
+        )
+    })
+    .map(drop)
+}
+
+/// `utimensat(AT_FDCWD, path, [atime, mtime], 0)`, times as (seconds, nanoseconds).
+pub fn set_times(path: &Path, atime: (i64, i64), mtime: (i64, i64)) -> io::Result<()> {
+    let path = cpath(path)?;
+    let times = [
+        libc::timespec {
+            tv_sec: atime.0,
+            tv_nsec: atime.1,
+        },
+        libc::timespec {
+            tv_sec: mtime.0,
+            tv_nsec: mtime.1,
+        },
+    ];
+    // SAFETY: `path` is NUL-terminated and `times` two valid timespecs.
+    check(unsafe { libc::utimensat(libc::AT_FDCWD, path.as_ptr(), times.as_ptr(), 0) }).map(drop)
+}
+
+/// `syncfs(fd)`.
+pub fn syncfs(file: &File) -> io::Result<()> {
+    // SAFETY: An open descriptor.
+    check(unsafe { libc::syncfs(file.as_raw_fd()) }).map(drop)
+}
+
+/// `sync()`.
+pub fn sync() {
+    // SAFETY: No arguments; cannot fail.
+    unsafe { libc::sync() }
+}
+
+/// `ioctl(fd, request, 0)`.
+pub fn ioctl_no_arg(file: &File, request: u64) -> io::Result<i32> {
+    // SAFETY: No pointer is passed; the kernel validates the request number.
+    check(unsafe { libc::ioctl(file.as_raw_fd(), request as libc::Ioctl, 0usize) })
+}
+
+/// `mount(source, target, fstype, flags, data)`.
+pub fn mount(
+    source: &Path,
+    target: &Path,
+    fstype: &str,
+    flags: libc::c_ulong,
+    data: &str,
+) -> io::Result<()> {
+    let (source, target, fstype, data) =
+        (cpath(source)?, cpath(target)?, cstr(fstype)?, cstr(data)?);
+    // SAFETY: NUL-terminated strings valid for the call; `data` is a string, as every
+    // filesystem here parses it.
+    check(unsafe {
+        libc::mount(
+            source.as_ptr(),
+            target.as_ptr(),
+            fstype.as_ptr(),
+            flags,
+            data.as_ptr().cast(),
+        )
+    })
+    .map(drop)
+}
+
+/// `umount(target)`.
+pub fn umount(target: &Path) -> io::Result<()> {
+    let target = cpath(target)?;
+    // SAFETY: A NUL-terminated path.
+    check(unsafe { libc::umount(target.as_ptr()) }).map(drop)
+}
+
+/// `delete_module(name, O_NONBLOCK)`, as `rmmod` does.
+pub fn delete_module(name: &str) -> io::Result<()> {
+    let name = cstr(name)?;
+    // SAFETY: A NUL-terminated name and integer flags.
+    let ret = unsafe { libc::syscall(libc::SYS_delete_module, name.as_ptr(), libc::O_NONBLOCK) };
+    if ret < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+/// Raises the soft limit of open files to the hard limit; returns the new limit.
+pub fn raise_open_file_limit() -> io::Result<u64> {
+    let mut limit = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: `limit` is a writable `struct rlimit`.
+    check(unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) })?;
+    limit.rlim_cur = limit.rlim_max;
+    // SAFETY: `limit` is a valid `struct rlimit`.
+    check(unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &limit) })?;
+    Ok(limit.rlim_cur)
+}
+
+/// The system page size.
+pub fn page_size() -> usize {
+    // SAFETY: No arguments.
+    let size = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
+    usize::try_from(size).unwrap_or(4096)
+}
+
+/// A memory mapping of a file, unmapped when dropped.
+pub struct Mapping {
+    addr: *mut libc::c_void,
+    len: usize,
+}
+
+impl Mapping {
+    /// Maps `len` bytes of `file` from `offset` (a multiple of the page size), readable and
+    /// writable, `MAP_SHARED` if `shared`, else `MAP_PRIVATE`.
+    pub fn new(file: &File, offset: u64, len: usize, shared: bool) -> io::Result<Self> {
+        let offset = libc::off_t::try_from(offset)
+            .map_err(|_| io::Error::from_raw_os_error(libc::EINVAL))?;
+        let flags = if shared {
+            libc::MAP_SHARED
+        } else {
+            libc::MAP_PRIVATE
+        };
+        // SAFETY: A new mapping chosen by the kernel; nothing else refers to that memory.
+        let addr = unsafe {
+            libc::mmap(
+                std::ptr::null_mut(),
+                len,
+                libc::PROT_READ | libc::PROT_WRITE,
+                flags,
+                file.as_raw_fd(),
+                offset,
+            )
+        };
+        if addr == libc::MAP_FAILED {
+            return Err(io::Error::last_os_error());
+        }
+        Ok(Self { addr, len })
+    }
+
+    /// The mapped bytes. Touching a page wholly beyond the end of the file raises `SIGBUS`, so
+    /// callers map only within the file.
+    pub fn as_mut_slice(&mut self) -> &mut [u8] {
+        // SAFETY: The mapping is `len` bytes, readable and writable, and lives as long as
+        // `self`; the exclusive borrow of `self` makes this the only slice over it.
+        unsafe { std::slice::from_raw_parts_mut(self.addr.cast::<u8>(), self.len) }
+    }
+
+    /// `msync(MS_SYNC)` of the whole mapping.
+    pub fn sync(&self) -> io::Result<()> {
+        // SAFETY: The range is exactly our mapping.
+        check(unsafe { libc::msync(self.addr, self.len, libc::MS_SYNC) }).map(drop)
+    }
+}
+
+impl Drop for Mapping {
+    fn drop(&mut self) {
+        // SAFETY: The range is exactly our mapping, and no slice of it outlives `self`.
+        unsafe { libc::munmap(self.addr, self.len) };
+    }
+}
+
+/// User addresses the kernel must refuse with `EFAULT`: one page mapped `PROT_NONE` (kept
+/// reserved for the life of this value, so that nothing of ours can be mapped there) and an
+/// address below `mmap_min_addr`, which nothing can map.
+pub struct BadAddresses {
+    inaccessible: *mut libc::c_void,
+    len: usize,
+}
+
+impl BadAddresses {
+    pub fn new() -> io::Result<Self> {
+        let len = page_size();
+        // SAFETY: A new anonymous mapping chosen by the kernel.
+        let addr = unsafe {
+            libc::mmap(
+                std::ptr::null_mut(),
+                len,
+                libc::PROT_NONE,
+                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
+                -1,
+                0,
+            )
+        };
+        if addr == libc::MAP_FAILED {
+            return Err(io::Error::last_os_error());
+        }
+        Ok(Self {
+            inaccessible: addr,
+            len,
+        })
+    }
+
+    /// The addresses, each refused for a page's length.
+    pub fn addresses(&self) -> [(usize, &'static str); 2] {
+        [
+            (self.inaccessible as usize, "a PROT_NONE page"),
+            (16, "an unmapped address"),
+        ]
+    }
+
+    /// `read(fd, addr, len)` into one of our bad addresses.
+    pub fn read_into(&self, file: &File, addr: usize) -> io::Result<usize> {
+        self.ensure_ours(addr)?;
+        // SAFETY: `addr` is one of ours, which no Rust object occupies: the kernel either
+        // faults on it or, were it ever mapped, writes where nothing of ours lives.
+        check_size(unsafe { libc::read(file.as_raw_fd(), addr as *mut libc::c_void, self.len) })
+    }
+
+    /// `write(fd, addr, len)` from one of our bad addresses.
+    pub fn write_from(&self, file: &File, addr: usize) -> io::Result<usize> {
+        self.ensure_ours(addr)?;
+        // SAFETY: The kernel only reads from `addr`, which is checked as user memory.
+        check_size(unsafe { libc::write(file.as_raw_fd(), addr as *const libc::c_void, self.len) })
+    }
+
+    /// `pwritev(fd, [good, bad], offset)`: a good buffer followed by one of our bad addresses.
+    pub fn pwritev_good_then_bad(
+        &self,
+        file: &File,
+        good: &[u8],
+        addr: usize,
+        offset: u64,
+    ) -> io::Result<usize> {
+        self.ensure_ours(addr)?;
+        let iov = [
+            libc::iovec {
+                iov_base: good.as_ptr() as *mut libc::c_void,
+                iov_len: good.len(),
+            },
+            libc::iovec {
+                iov_base: addr as *mut libc::c_void,
+                iov_len: self.len,
+            },
+        ];
+        let offset = libc::off_t::try_from(offset)
+            .map_err(|_| io::Error::from_raw_os_error(libc::EINVAL))?;
+        // SAFETY: The kernel only reads from the iovecs: `good` is borrowed for the call and
+        // `addr` is checked as user memory.
+        check_size(unsafe { libc::pwritev(file.as_raw_fd(), iov.as_ptr(), 2, offset) })
+    }
+
+    fn ensure_ours(&self, addr: usize) -> io::Result<()> {
+        if self.addresses().iter().any(|&(a, _)| a == addr) {
+            Ok(())
+        } else {
+            Err(io::Error::from_raw_os_error(libc::EINVAL))
+        }
+    }
+}
+
+impl Drop for BadAddresses {
+    fn drop(&mut self) {
+        // SAFETY: Exactly our mapping.
+        unsafe { libc::munmap(self.inaccessible, self.len) };
+    }
+}
+
+/// Calls `mount(2)` in a child process that first drops to `uid`/`gid` (and so loses every
+/// capability); returns the child's result.
+pub fn mount_as_user(
+    uid: u32,
+    gid: u32,
+    source: &Path,
+    target: &Path,
+    fstype: &str,
+) -> io::Result<()> {
+    // Everything is prepared before fork: the child only makes async-signal-safe calls.
+    let (source, target, fstype) = (cpath(source)?, cpath(target)?, cstr(fstype)?);
+    // SAFETY: The child calls only setgroups, setgid, setuid, mount and _exit.
+    let pid = check(unsafe { libc::fork() })?;
+    if pid == 0 {
+        // SAFETY: Async-signal-safe calls on data prepared before fork; `_exit` never returns.
+        unsafe {
+            let errno = if libc::setgroups(0, std::ptr::null()) != 0
+                || libc::setgid(gid) != 0
+                || libc::setuid(uid) != 0
+            {
+                // 255: could not drop privileges, which the caller must not mistake for a
+                // mount result.
+                255
+            } else if libc::mount(
+                source.as_ptr(),
+                target.as_ptr(),
+                fstype.as_ptr(),
+                0,
+                std::ptr::null(),
+            ) == 0
+            {
+                0
+            } else {
+                *libc::__errno_location()
+            };
+            libc::_exit(errno);
+        }
+    }
+    let mut status = 0;
+    // SAFETY: `pid` is our child; `status` is writable.
+    check(unsafe { libc::waitpid(pid, &mut status, 0) })?;
+    if !libc::WIFEXITED(status) {
+        return Err(io::Error::other(format!(
+            "child ended abnormally: status {status:#x}"
+        )));
+    }
+    match libc::WEXITSTATUS(status) {
+        0 => Ok(()),
+        255 => Err(io::Error::other("the child could not drop its privileges")),
+        errno => Err(io::Error::from_raw_os_error(errno)),
+    }
+}
+
+/// Anonymous memory taken and touched, so that the kernel has that much less for the page
+/// cache (with no swap it cannot be reclaimed); given back when dropped.
+pub struct Balloon {
+    addr: *mut libc::c_void,
+    len: usize,
+}
+
+impl Balloon {
+    pub fn inflate(len: usize) -> io::Result<Self> {
+        // SAFETY: A new private anonymous mapping chosen by the kernel.
+        let addr = unsafe {
+            libc::mmap(
+                std::ptr::null_mut(),
+                len,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_POPULATE,
+                -1,
+                0,
+            )
+        };
+        if addr == libc::MAP_FAILED {
+            return Err(io::Error::last_os_error());
+        }
+        let page = page_size();
+        for offset in (0..len).step_by(page) {
+            // SAFETY: Within our writable mapping; a write gives each page its own frame
+            // instead of the shared zero page.
+            unsafe { addr.cast::<u8>().add(offset).write_volatile(1) };
+        }
+        Ok(Self { addr, len })
+    }
+
+    pub fn len(&self) -> usize {
+        self.len
+    }
+}
+
+impl Drop for Balloon {
+    fn drop(&mut self) {
+        // SAFETY: Exactly our mapping, with no reference into it.
+        unsafe { libc::munmap(self.addr, self.len) };
     }
 }
