@@ -130,6 +130,9 @@ pub(crate) fn writepages(inode: &Inode<Untorn>, wb: &mut Writeback<'_>) -> Resul
             return Ok(());
         }
         let len = (size - pos).min(folio.size() as i64) as usize;
+        // The part beyond the end of file may hold bytes a shared mapping wrote there: zero it
+        // on every writeback, so they never become file data when the file grows.
+        folio.zero(len, folio.size());
         let folio = folio.start_writeback();
         let result = (|| -> Result {
             let lower = inode.data_file_rw().ok_or(EBADF)?;

@@ -73,6 +73,10 @@ pub(crate) fn write_iter(kiocb: &mut Kiocb<'_, Untorn>, iter: &mut UserIter) -> 
             return Ok(0);
         }
         kiocb.file_modified()?;
+        let old_size = inode.size();
+        if kiocb.pos() > old_size {
+            inode.zero_beyond_eof(old_size);
+        }
         if kiocb.is_direct() {
             write_direct(kiocb, iter)
         } else {
@@ -150,6 +154,9 @@ pub(crate) fn fallocate(
         }
         let lower_size = inode.lower().size();
         if lower_size != inode.size() {
+            if lower_size > inode.size() {
+                inode.zero_beyond_eof(inode.size());
+            }
             inode.set_size(lower_size);
         }
         crate::kernel_ext::ops::copy_attributes(inode);

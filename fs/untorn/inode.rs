@@ -89,6 +89,9 @@ pub(crate) fn setattr(dentry: &Dentry<Untorn>, attr: &Iattr) -> Result {
         .super_block()
         .as_mounter_writing(|| lower::setattr(lower_dentry, &mut lower_attr))?;
     if resize {
+        if lower_attr.ia_size > inode.size() {
+            inode.zero_beyond_eof(inode.size());
+        }
         inode.truncate_setsize(lower_attr.ia_size);
     }
     if lower_attr.ia_valid & bindings::ATTR_MODE != 0 {

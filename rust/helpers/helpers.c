@@ -151,6 +151,16 @@ bool untorn_helper_d_unhashed(const struct dentry *dentry)
 	return d_unhashed(dentry);
 }
 
+unsigned int untorn_helper_memalloc_noreclaim_save(void)
+{
+	return memalloc_noreclaim_save();
+}
+
+void untorn_helper_memalloc_noreclaim_restore(unsigned int flags)
+{
+	memalloc_noreclaim_restore(flags);
+}
+
 void untorn_helper_init_sync_kiocb(struct kiocb *kiocb, struct file *file)
 {
 	init_sync_kiocb(kiocb, file);
@@ -210,6 +220,11 @@ void untorn_helper_mapping_set_error(struct address_space *mapping, int error)
 void untorn_helper_mapping_set_large_folios(struct address_space *mapping)
 {
 	mapping_set_large_folios(mapping);
+}
+
+struct folio *untorn_helper_filemap_lock_folio(struct address_space *mapping, pgoff_t index)
+{
+	return filemap_lock_folio(mapping, index);
 }
 
 struct folio *untorn_helper_write_begin_get_folio(struct address_space *mapping, loff_t pos,

@@ -20,6 +20,7 @@
 #include <linux/pagemap.h>
 #include <linux/posix_acl.h>
 #include <linux/posix_acl_xattr.h>
+#include <linux/sched/mm.h>
 #include <linux/statfs.h>
 #include <linux/uio.h>
 
@@ -70,6 +71,8 @@ void untorn_helper_end_creating(struct dentry *child);
 void untorn_helper_end_removing(struct dentry *child);
 bool untorn_helper_d_unhashed(const struct dentry *dentry);
 
+unsigned int untorn_helper_memalloc_noreclaim_save(void);
+void untorn_helper_memalloc_noreclaim_restore(unsigned int flags);
 void untorn_helper_init_sync_kiocb(struct kiocb *kiocb, struct file *file);
 ssize_t untorn_helper_generic_write_sync(struct kiocb *iocb, ssize_t count);
 
@@ -84,6 +87,7 @@ void untorn_helper_folio_mark_uptodate(struct folio *folio);
 void untorn_helper_folio_zero_segment(struct folio *folio, size_t start, size_t end);
 void untorn_helper_mapping_set_error(struct address_space *mapping, int error);
 void untorn_helper_mapping_set_large_folios(struct address_space *mapping);
+struct folio *untorn_helper_filemap_lock_folio(struct address_space *mapping, pgoff_t index);
 struct folio *untorn_helper_write_begin_get_folio(struct address_space *mapping, loff_t pos,
 						  size_t len);
 

@@ -791,6 +791,11 @@ impl LowerFile {
     /// Writes `len` bytes of `folio` from `offset` at `pos`, with direct I/O if `direct`;
     /// returns the bytes written. The folio is under writeback or locked, so its content is
     /// stable where the mapping requires it.
+    ///
+    /// This is writeback, which frees memory: the lower's allocations for it may use the
+    /// reserves instead of entering reclaim (`memalloc_noreclaim_save()`, as for swap over the
+    /// network). Otherwise, when our dirty folios are all that reclaim could free, the flusher
+    /// would wait in reclaim for the writeback that only it can do.
     pub fn write_folio(
         &self,
         folio: &Folio,
@@ -799,7 +804,12 @@ impl LowerFile {
         pos: i64,
         direct: bool,
     ) -> Result<usize> {
-        self.rw_folio(folio, offset, len, pos, direct, true)
+        // SAFETY: Restored below on the same task.
+        let flags = unsafe { ext::untorn_helper_memalloc_noreclaim_save() };
+        let result = self.rw_folio(folio, offset, len, pos, direct, true);
+        // SAFETY: Saved above.
+        unsafe { ext::untorn_helper_memalloc_noreclaim_restore(flags) };
+        result
     }
 
     /// `vfs_fsync_range()`.
@@ -1071,5 +1081,36 @@ impl<T: StackedFs> Inode<T> {
     pub fn forget_cached_acls(&self) {
         // SAFETY: A live inode.
         unsafe { ext::forget_all_cached_acls(self.as_ptr()) };
+    }
+}
+
+impl<T: StackedFs> Inode<T> {
+    /// Zeroes the cached bytes from `old_size` to the end of the folio holding it, before the
+    /// size grows past `old_size`: a shared mapping may have written there, past the end of
+    /// file, and those bytes must read as zeroes once they are inside the file. (Filesystems do
+    /// the same on extension, e.g. XFS's `xfs_zero_range()` from the old size.)
+    pub fn zero_beyond_eof(&self, old_size: i64) {
+        if old_size < 0 {
+            return;
+        }
+        let index = (old_size >> bindings::PAGE_SHIFT) as usize;
+        // SAFETY: The mapping of a live inode; a found folio is locked and referenced for us.
+        let folio = unsafe { ext::untorn_helper_filemap_lock_folio(self.mapping(), index) };
+        let Ok(folio) = from_err_ptr(folio) else {
+            return;
+        };
+        if folio.is_null() {
+            return;
+        }
+        // SAFETY: Locked and referenced above; unlocked and released below.
+        unsafe {
+            let start = (old_size - ext::untorn_helper_folio_pos(folio)) as usize;
+            let end = ext::untorn_helper_folio_size(folio);
+            if start < end {
+                ext::untorn_helper_folio_zero_segment(folio, start, end);
+            }
+            bindings::folio_unlock(folio);
+            ext::untorn_helper_folio_put(folio);
+        }
     }
 }
