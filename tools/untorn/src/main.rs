@@ -52,6 +52,9 @@ enum Command {
         /// (leaving out those of untorn itself), to check the tests against the real thing.
         #[arg(long)]
         reference: bool,
+        /// Also run the memory-pressure tests (slow; `make pressure`).
+        #[arg(long)]
+        pressure: bool,
     },
     /// Random operations on a few files through untorn, every read checked against a model of
     /// their content; exits non-zero on the first mismatch.
@@ -150,8 +153,9 @@ fn run(cli: Cli) -> Result<ExitCode> {
             modules,
             list,
             reference,
+            pressure,
         } => {
-            let env = check::Env::new(modules, reference);
+            let env = check::Env::new(modules, reference, pressure);
             if list {
                 for test in check::all_tests(&env)? {
                     println!("{}", test.name);

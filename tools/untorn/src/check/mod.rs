@@ -29,6 +29,8 @@ pub struct Env {
     /// Run the stacking tests directly on the lower filesystem instead of through untorn, to
     /// show that the tests themselves expect what XFS and ext4 do.
     pub reference: bool,
+    /// Also run the memory-pressure tests (`make pressure`).
+    pub pressure: bool,
     fixture: RefCell<Option<Fixture>>,
 }
 
@@ -40,10 +42,11 @@ struct Fixture {
 }
 
 impl Env {
-    pub fn new(modules_dir: PathBuf, reference: bool) -> Self {
+    pub fn new(modules_dir: PathBuf, reference: bool, pressure: bool) -> Self {
         Self {
             modules_dir,
             reference,
+            pressure,
             fixture: RefCell::new(None),
         }
     }
@@ -115,7 +118,7 @@ impl Env {
 
 /// Loads untorn.ko from the built modules under `modules_dir` unless it is loaded already.
 pub fn load_untorn(modules_dir: &Path) -> Result<crate::guest::LoadedModule> {
-    let env = Env::new(modules_dir.to_path_buf(), false);
+    let env = Env::new(modules_dir.to_path_buf(), false, false);
     let path = env
         .modules()?
         .into_iter()

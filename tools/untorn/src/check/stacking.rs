@@ -246,8 +246,15 @@ pub fn tests(env: &Env) -> Vec<Test> {
         ));
     }
     // Last, on filesystems of their own: a hang under memory pressure ends the run (see
-    // `Watchdog`), so it must not take the other tests with it.
-    for fs_type in [FsType::Xfs, FsType::Ext4] {
+    // `Watchdog`), so it must not take the other tests with it. Only with `--pressure` (`make
+    // pressure`): untorn's writeback under memory pressure is a known problem, too slow for
+    // `make check` today (see Documentation/filesystems/untorn.rst).
+    let pressure_fs: &[FsType] = if env.pressure {
+        &[FsType::Xfs, FsType::Ext4]
+    } else {
+        &[]
+    };
+    for &fs_type in pressure_fs {
         let fs = fs_type.name();
         let group = format!("pressure-{fs}");
         tests.push(Test::in_group(
