@@ -151,16 +151,6 @@ bool untorn_helper_d_unhashed(const struct dentry *dentry)
 	return d_unhashed(dentry);
 }
 
-unsigned int untorn_helper_memalloc_noreclaim_save(void)
-{
-	return memalloc_noreclaim_save();
-}
-
-void untorn_helper_memalloc_noreclaim_restore(unsigned int flags)
-{
-	memalloc_noreclaim_restore(flags);
-}
-
 void untorn_helper_init_sync_kiocb(struct kiocb *kiocb, struct file *file)
 {
 	init_sync_kiocb(kiocb, file);

@@ -791,11 +791,6 @@ impl LowerFile {
     /// Writes `len` bytes of `folio` from `offset` at `pos`, with direct I/O if `direct`;
     /// returns the bytes written. The folio is under writeback or locked, so its content is
     /// stable where the mapping requires it.
-    ///
-    /// This is writeback, which frees memory: the lower's allocations for it may use the
-    /// reserves instead of entering reclaim (`memalloc_noreclaim_save()`, as for swap over the
-    /// network). Otherwise, when our dirty folios are all that reclaim could free, the flusher
-    /// would wait in reclaim for the writeback that only it can do.
     pub fn write_folio(
         &self,
         folio: &Folio,
@@ -804,12 +799,7 @@ impl LowerFile {
         pos: i64,
         direct: bool,
     ) -> Result<usize> {
-        // SAFETY: Restored below on the same task.
-        let flags = unsafe { ext::untorn_helper_memalloc_noreclaim_save() };
-        let result = self.rw_folio(folio, offset, len, pos, direct, true);
-        // SAFETY: Saved above.
-        unsafe { ext::untorn_helper_memalloc_noreclaim_restore(flags) };
-        result
+        self.rw_folio(folio, offset, len, pos, direct, true)
     }
 
     /// `vfs_fsync_range()`.
