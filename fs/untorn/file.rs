@@ -3,8 +3,6 @@
 //! File operations: reads and writes through untorn's page cache, `O_DIRECT` passed to the lower
 //! file, `fsync`, `fallocate`, and directories read from the lower directory.
 
-use core::sync::atomic::Ordering;
-
 use kernel::{bindings, prelude::*};
 
 use crate::{
@@ -178,9 +176,4 @@ pub(crate) fn llseek_dir(file: &UpperFile, offset: i64, whence: i32) -> Result<i
     let pos = lower.llseek(offset, whence)?;
     file.set_pos(pos);
     Ok(pos)
-}
-
-#[allow(dead_code)]
-fn _order() -> Ordering {
-    Ordering::Relaxed
 }

@@ -18,16 +18,6 @@ size_t untorn_helper_iov_iter_count(const struct iov_iter *i)
 	return iov_iter_count(i);
 }
 
-void untorn_helper_iov_iter_truncate(struct iov_iter *i, size_t count)
-{
-	iov_iter_truncate(i, count);
-}
-
-void untorn_helper_iov_iter_reexpand(struct iov_iter *i, size_t count)
-{
-	iov_iter_reexpand(i, count);
-}
-
 void untorn_helper_cap_lower_sys_resource(struct cred *cred)
 {
 	cap_lower(cred->cap_effective, CAP_SYS_RESOURCE);

@@ -40,8 +40,6 @@ void untorn_helper_unregister_filesystem(void);
 void untorn_helper_iov_iter_ubuf(struct iov_iter *i, unsigned int direction, void __user *buf,
 				 size_t count);
 size_t untorn_helper_iov_iter_count(const struct iov_iter *i);
-void untorn_helper_iov_iter_truncate(struct iov_iter *i, size_t count);
-void untorn_helper_iov_iter_reexpand(struct iov_iter *i, size_t count);
 
 void untorn_helper_cap_lower_sys_resource(struct cred *cred);
 const struct cred *untorn_helper_override_creds(const struct cred *cred);

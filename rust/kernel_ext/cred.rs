@@ -39,14 +39,7 @@ impl MounterCred {
 
     /// Installs these credentials for the current task until the guard is dropped.
     pub fn override_current(&self) -> CredGuard<'_> {
-        // SAFETY: `self.0` is a valid credential that outlives the guard, which puts the old one
-        // back before it is dropped.
-        let old = unsafe { ext::untorn_helper_override_creds(self.0.as_ptr()) };
-        CredGuard {
-            old,
-            _cred: PhantomData,
-            _not_send: PhantomData,
-        }
+        CredGuard::install(&self.0)
     }
 
     /// The credential, e.g. for opening files.
@@ -65,6 +58,20 @@ pub struct CredGuard<'a> {
     old: *const bindings::cred,
     _cred: PhantomData<&'a Credential>,
     _not_send: PhantomData<*mut ()>,
+}
+
+impl<'a> CredGuard<'a> {
+    /// Installs `cred` for the current task until the guard is dropped.
+    fn install(cred: &'a Credential) -> Self {
+        // SAFETY: `cred` is a valid credential that outlives the guard (its lifetime), which
+        // puts the old one back before it is dropped.
+        let old = unsafe { ext::untorn_helper_override_creds(cred.as_ptr()) };
+        CredGuard {
+            old,
+            _cred: PhantomData,
+            _not_send: PhantomData,
+        }
+    }
 }
 
 impl Drop for CredGuard<'_> {
@@ -114,12 +121,6 @@ impl CreatorCred {
 
     /// Installs these credentials until the guard is dropped.
     pub fn override_current(&self) -> CredGuard<'_> {
-        // SAFETY: As in `MounterCred::override_current`.
-        let old = unsafe { ext::untorn_helper_override_creds(self.0.as_ptr()) };
-        CredGuard {
-            old,
-            _cred: PhantomData,
-            _not_send: PhantomData,
-        }
+        CredGuard::install(&self.0)
     }
 }

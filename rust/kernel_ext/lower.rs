@@ -32,8 +32,8 @@ fn idmap() -> *mut bindings::mnt_idmap {
 pub fn lookup(parent: &LowerDentry, name: &bindings::qstr) -> Result<ARef<LowerDentry>> {
     let mut name = *name;
     // SAFETY: `parent` is a referenced directory dentry; the name is a copy we own for the call.
-    let dentry =
-        from_err_ptr(unsafe { ext::lookup_one_unlocked(idmap(), &mut name, parent.as_ptr()) })?;
+    let dentry = unsafe { ext::lookup_one_unlocked(idmap(), &mut name, parent.as_ptr()) };
+    let dentry = from_err_ptr(dentry)?;
     // SAFETY: `lookup_one_unlocked` returns a referenced dentry.
     Ok(unsafe { LowerDentry::from_owned(dentry) })
 }
@@ -45,9 +45,8 @@ impl Creating {
     fn start(parent: &LowerDentry, child: &LowerDentry) -> Result<Self> {
         // SAFETY: Both dentries are referenced; on success the parent is locked and we own a
         // reference to `child`, both released by `end_creating`.
-        let child =
-            from_err_ptr(unsafe { ext::start_creating_dentry(parent.as_ptr(), child.as_ptr()) })?;
-        Ok(Self(child))
+        let child = unsafe { ext::start_creating_dentry(parent.as_ptr(), child.as_ptr()) };
+        Ok(Self(from_err_ptr(child)?))
     }
 
     fn parent_inode(&self) -> *mut bindings::inode {
@@ -70,9 +69,8 @@ struct Removing(*mut bindings::dentry);
 impl Removing {
     fn start(parent: &LowerDentry, child: &LowerDentry) -> Result<Self> {
         // SAFETY: As in `Creating::start`.
-        let child =
-            from_err_ptr(unsafe { ext::start_removing_dentry(parent.as_ptr(), child.as_ptr()) })?;
-        Ok(Self(child))
+        let child = unsafe { ext::start_removing_dentry(parent.as_ptr(), child.as_ptr()) };
+        Ok(Self(from_err_ptr(child)?))
     }
 
     fn parent_inode(&self) -> *mut bindings::inode {

@@ -218,12 +218,6 @@ impl UpperFile {
         self.0.get()
     }
 
-    /// The open flags.
-    pub fn flags(&self) -> u32 {
-        // SAFETY: `f_flags` is read as the VFS does, without a lock.
-        unsafe { (*self.as_ptr()).f_flags }
-    }
-
     /// Whether the file is open for writing.
     pub fn is_writable(&self) -> bool {
         // SAFETY: `f_mode`'s access bits are set before `open` and never change.
@@ -300,18 +294,6 @@ impl UserIter {
     pub(crate) fn as_ptr(&mut self) -> *mut bindings::iov_iter {
         &mut self.0
     }
-
-    /// Limits the iterator to `count` bytes.
-    pub fn truncate(&mut self, count: usize) {
-        // SAFETY: The iterator is ours during the call.
-        unsafe { ext::untorn_helper_iov_iter_truncate(&mut self.0, count) };
-    }
-
-    /// Gives back bytes cut by `truncate`.
-    pub fn reexpand(&mut self, count: usize) {
-        // SAFETY: As above.
-        unsafe { ext::untorn_helper_iov_iter_reexpand(&mut self.0, count) };
-    }
 }
 
 /// A `kiocb` of a read or write on an upper file.
@@ -335,11 +317,6 @@ impl<'a, T: StackedFs> Kiocb<'a, T> {
     /// The position.
     pub fn pos(&self) -> i64 {
         self.raw.ki_pos
-    }
-
-    /// Moves the position.
-    pub fn set_pos(&mut self, pos: i64) {
-        self.raw.ki_pos = pos;
     }
 
     /// Whether this is `O_DIRECT` I/O.
@@ -702,8 +679,9 @@ impl<T: StackedFs> Tables<T> {
         _flags: u32,
     ) -> *mut bindings::dentry {
         // SAFETY: The VFS passes our directory and a new dentry of ours.
-        let (dir_ref, dentry_ref) =
-            unsafe { (Inode::<T>::from_raw(dir), Dentry::<T>::from_raw(dentry)) };
+        let dir_ref = unsafe { Inode::<T>::from_raw(dir) };
+        // SAFETY: As above.
+        let dentry_ref = unsafe { Dentry::<T>::from_raw(dentry) };
         let inode = match T::lookup(dir_ref, dentry_ref) {
             Ok(Some(inode)) => ARef::into_raw(inode).as_ptr().cast(),
             Ok(None) => ptr::null_mut(),

@@ -886,10 +886,10 @@ impl<T: StackedFs> Dentry<T> {
     /// second call fails with `EEXIST` and drops `lower`.
     pub fn set_lower(&self, lower: ARef<LowerDentry>) -> Result {
         let new = ARef::into_raw(lower).as_ptr();
+        let dentry = self.as_ptr();
         // SAFETY: `d_fsdata` is only written here and in `d_release`; the compare-exchange makes
         // the first write win, so no reference from `lower()` is ever invalidated.
-        let slot =
-            unsafe { &*ptr::addr_of!((*self.as_ptr()).d_fsdata).cast::<AtomicPtr<LowerDentry>>() };
+        let slot = unsafe { &*(&raw mut (*dentry).d_fsdata).cast::<AtomicPtr<LowerDentry>>() };
         if slot
             .compare_exchange(ptr::null_mut(), new, Ordering::AcqRel, Ordering::Acquire)
             .is_err()
@@ -984,12 +984,6 @@ impl<T: StackedFs> Inode<T> {
         );
         // SAFETY: The mapping of a live inode.
         to_result(unsafe { bindings::invalidate_inode_pages2_range(self.mapping(), first, last) })
-    }
-
-    /// Drops the page cache of the byte range `start..=end`, zeroing partial folios.
-    pub fn truncate_pagecache(&self, start: i64, end: i64) {
-        // SAFETY: The caller holds `i_rwsem` (every caller is a setattr or fallocate).
-        unsafe { bindings::truncate_pagecache_range(self.as_ptr(), start, end) };
     }
 
     /// Sets the size and drops or zeroes the page cache beyond it (`truncate_setsize()`).
