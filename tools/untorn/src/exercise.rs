@@ -594,7 +594,8 @@ impl Workload<'_> {
                 .write_all_at(data, offset)
                 .map_err(in_file(file))?,
             Op::Read { file, offset, len } => {
-                let got = read_range(&self.files[file], offset, len).map_err(in_file(file))?;
+                let got = crate::sys::read_range(&self.files[file], offset, len as usize)
+                    .map_err(in_file(file))?;
                 compare(file, offset, &got, model.read(file, offset, len))?;
                 return Ok(got.len() as u64);
             }
@@ -678,27 +679,13 @@ impl Workload<'_> {
                 message: format!("{}: size {size}, expected {}", path.display(), want.len()),
             });
         }
-        let got = read_range(&f, 0, size + 4096)?;
+        let got = crate::sys::read_range(&f, 0, (size + 4096) as usize)?;
         compare(file, 0, &got, want).map_err(|mut p| {
             p.message = format!("{}: {}", path.display(), p.message);
             p
         })?;
         Ok(got.len() as u64)
     }
-}
-
-fn read_range(file: &File, offset: u64, len: u64) -> io::Result<Vec<u8>> {
-    let mut buf = vec![0u8; len as usize];
-    let mut done = 0;
-    while done < buf.len() {
-        let n = file.read_at(&mut buf[done..], offset + done as u64)?;
-        if n == 0 {
-            break;
-        }
-        done += n;
-    }
-    buf.truncate(done);
-    Ok(buf)
 }
 
 fn compare(file: usize, offset: u64, got: &[u8], want: &[u8]) -> Result<(), Problem> {
@@ -877,16 +864,22 @@ fn progress_bar(options: &Options) -> indicatif::ProgressBar {
     bar
 }
 
-/// Parses a duration such as `90`, `60s`, `30m` or `2h`.
-pub fn parse_duration(text: &str) -> Result<Duration, String> {
-    let text = text.trim();
+/// Splits `text` into its leading number and the unit after it.
+fn number_and_unit<'a>(text: &'a str, what: &str) -> Result<(u64, &'a str), String> {
     let split = text
         .find(|c: char| !c.is_ascii_digit())
         .unwrap_or(text.len());
     let (number, unit) = text.split_at(split);
-    let number: u64 = number
+    let number = number
         .parse()
-        .map_err(|_| format!("not a duration: {text:?} (e.g. 60s, 30m, 2h)"))?;
+        .map_err(|_| format!("not a {what}: {text:?}"))?;
+    Ok((number, unit))
+}
+
+/// Parses a duration such as `90`, `60s`, `30m` or `2h`.
+pub fn parse_duration(text: &str) -> Result<Duration, String> {
+    let text = text.trim();
+    let (number, unit) = number_and_unit(text, "duration (e.g. 60s, 30m, 2h)")?;
     let seconds = match unit {
         "" | "s" => 1,
         "m" | "min" => 60,
@@ -899,13 +892,7 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
 /// Parses a size such as `4096`, `64k`, `4MiB` or `1G` (binary multiples).
 pub fn parse_size(text: &str) -> Result<u64, String> {
     let text = text.trim();
-    let split = text
-        .find(|c: char| !c.is_ascii_digit())
-        .unwrap_or(text.len());
-    let (number, unit) = text.split_at(split);
-    let number: u64 = number
-        .parse()
-        .map_err(|_| format!("not a size: {text:?} (e.g. 4MiB)"))?;
+    let (number, unit) = number_and_unit(text, "size (e.g. 4MiB)")?;
     let shift = match unit.to_ascii_lowercase().as_str() {
         "" | "b" => 0,
         "k" | "kb" | "kib" => 10,

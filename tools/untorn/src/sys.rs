@@ -635,3 +635,19 @@ impl Drop for Balloon {
         unsafe { libc::munmap(self.addr, self.len) };
     }
 }
+
+/// Reads up to `len` bytes at `offset`, fewer only at end of file.
+pub fn read_range(file: &File, offset: u64, len: usize) -> io::Result<Vec<u8>> {
+    use std::os::unix::fs::FileExt as _;
+    let mut buf = vec![0u8; len];
+    let mut done = 0;
+    while done < len {
+        let n = file.read_at(&mut buf[done..], offset + done as u64)?;
+        if n == 0 {
+            break;
+        }
+        done += n;
+    }
+    buf.truncate(done);
+    Ok(buf)
+}

@@ -346,17 +346,7 @@ fn open_rw(path: &Path) -> Result<File> {
 }
 
 fn read_at(file: &File, offset: u64, len: usize) -> Result<Vec<u8>> {
-    let mut buf = vec![0u8; len];
-    let mut done = 0;
-    while done < len {
-        let n = file.read_at(&mut buf[done..], offset + done as u64)?;
-        if n == 0 {
-            break;
-        }
-        done += n;
-    }
-    buf.truncate(done);
-    Ok(buf)
+    Ok(crate::sys::read_range(file, offset, len)?)
 }
 
 fn ino(path: &Path) -> Result<u64> {
