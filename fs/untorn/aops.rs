@@ -16,6 +16,7 @@ use crate::{
     kernel_ext::{
         folio::{FolioLock, LockedFolio, OwnedLockedFolio},
         ops::Writeback,
+        task,
         vfs::{Inode, LowerFile},
     },
     untorn_logic::range::{round_down, round_up},
@@ -118,51 +119,55 @@ pub(crate) fn write_end(
     copied
 }
 
-/// Writes back each dirty folio with one lower write (two at end of file, see above).
+/// Writes back each dirty folio, as a task that cleans our pages
+/// ([`task::cleaning_upper_pages`]).
 pub(crate) fn writepages(inode: &Inode<Untorn>, wb: &mut Writeback<'_>) -> Result {
+    task::cleaning_upper_pages(|| wb.for_each(|folio| write_back(inode, folio)))
+}
+
+/// Writes back one dirty folio with one lower write (two at end of file, see above).
+fn write_back(inode: &Inode<Untorn>, folio: LockedFolio<'_>) -> Result {
     let sb = inode.super_block();
     let counters = sb.info().data.counters();
-    wb.for_each(|folio| {
-        let (pos, size) = (folio.pos(), inode.size());
-        if pos >= size {
-            // Truncated while waiting for the lock: nothing left to write.
-            folio.unlock();
-            return Ok(());
-        }
-        let len = (size - pos).min(folio.size() as i64) as usize;
-        // The part beyond the end of file may hold bytes a shared mapping wrote there: zero it
-        // on every writeback, so they never become file data when the file grows.
-        folio.zero(len, folio.size());
-        let folio = folio.start_writeback();
-        let result = (|| -> Result {
-            let lower = inode.data_file_rw().ok_or(EBADF)?;
-            let direct = match direct_alignment(inode, lower) {
-                Some(align) => round_down(len as u64, align).map_err(|_| EINVAL)? as usize,
-                None => 0,
-            };
-            sb.as_mounter(|| -> Result {
-                if direct > 0 {
-                    write_all(lower, &folio, 0, direct, pos, true)?;
-                }
-                if direct < len {
-                    write_all(
-                        lower,
-                        &folio,
-                        direct,
-                        len - direct,
-                        pos + direct as i64,
-                        false,
-                    )?;
-                }
-                Ok(())
-            })
-        })();
-        match result {
-            Ok(()) => Counters::add(&counters.writeback, &counters.writeback_bytes, len as u64),
-            Err(_) => Counters::inc(&counters.errors),
-        }
-        folio.end(result)
-    })
+    let (pos, size) = (folio.pos(), inode.size());
+    if pos >= size {
+        // Truncated while waiting for the lock: nothing left to write.
+        folio.unlock();
+        return Ok(());
+    }
+    let len = (size - pos).min(folio.size() as i64) as usize;
+    // The part beyond the end of file may hold bytes a shared mapping wrote there: zero it
+    // on every writeback, so they never become file data when the file grows.
+    folio.zero(len, folio.size());
+    let folio = folio.start_writeback();
+    let result = (|| -> Result {
+        let lower = inode.data_file_rw().ok_or(EBADF)?;
+        let direct = match direct_alignment(inode, lower) {
+            Some(align) => round_down(len as u64, align).map_err(|_| EINVAL)? as usize,
+            None => 0,
+        };
+        sb.as_mounter(|| -> Result {
+            if direct > 0 {
+                write_all(lower, &folio, 0, direct, pos, true)?;
+            }
+            if direct < len {
+                write_all(
+                    lower,
+                    &folio,
+                    direct,
+                    len - direct,
+                    pos + direct as i64,
+                    false,
+                )?;
+            }
+            Ok(())
+        })
+    })();
+    match result {
+        Ok(()) => Counters::add(&counters.writeback, &counters.writeback_bytes, len as u64),
+        Err(_) => Counters::inc(&counters.errors),
+    }
+    folio.end(result)
 }
 
 /// Writes `len` bytes of the folio, failing on a short write (a full lower device).

@@ -43,9 +43,23 @@ bool untorn_helper_is_idmapped_mnt(struct vfsmount *mnt)
 	return is_idmapped_mnt(mnt);
 }
 
+/* Our share of the dirty threshold, in percent (see untorn.rst, "Writeback"). */
+#define UNTORN_BDI_MAX_RATIO 10
+
 int untorn_helper_super_setup_bdi(struct super_block *sb)
 {
-	return super_setup_bdi(sb);
+	int err = super_setup_bdi(sb);
+
+	if (err)
+		return err;
+	/*
+	 * Writeback goes through the lower, one synchronous write at a time, so few of our folios
+	 * are ever under writeback and reclaim cannot wait for them: throttle writers against our
+	 * own limit, kept small, as FUSE does. An administrator can raise it in
+	 * /sys/class/bdi/untorn-N/max_ratio.
+	 */
+	sb->s_bdi->capabilities |= BDI_CAP_STRICTLIMIT;
+	return bdi_set_max_ratio(sb->s_bdi, UNTORN_BDI_MAX_RATIO);
 }
 
 void untorn_helper_kstatfs_set_type(struct kstatfs *buf, long type)
@@ -139,6 +153,26 @@ void untorn_helper_end_removing(struct dentry *child)
 bool untorn_helper_d_unhashed(const struct dentry *dentry)
 {
 	return d_unhashed(dentry);
+}
+
+/*
+ * A task that cleans the upper's dirty pages by writing to the lower: dirty throttling looks
+ * only at the lower's own dirty pages, and allocations do not recurse into filesystem reclaim
+ * (as the loop driver and NFS localio do).
+ */
+#define UNTORN_CLEANING_UPPER_FLAGS (PF_LOCAL_THROTTLE | PF_MEMALLOC_NOFS)
+
+unsigned int untorn_helper_cleaning_upper_begin(void)
+{
+	unsigned int saved = current->flags & UNTORN_CLEANING_UPPER_FLAGS;
+
+	current->flags |= UNTORN_CLEANING_UPPER_FLAGS;
+	return saved;
+}
+
+void untorn_helper_cleaning_upper_end(unsigned int saved)
+{
+	current_restore_flags(saved, UNTORN_CLEANING_UPPER_FLAGS);
 }
 
 void untorn_helper_init_sync_kiocb(struct kiocb *kiocb, struct file *file)

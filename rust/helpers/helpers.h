@@ -20,6 +20,7 @@
 #include <linux/pagemap.h>
 #include <linux/posix_acl.h>
 #include <linux/posix_acl_xattr.h>
+#include <linux/sched/mm.h>
 #include <linux/statfs.h>
 #include <linux/uio.h>
 
@@ -68,6 +69,8 @@ void untorn_helper_end_creating(struct dentry *child);
 void untorn_helper_end_removing(struct dentry *child);
 bool untorn_helper_d_unhashed(const struct dentry *dentry);
 
+unsigned int untorn_helper_cleaning_upper_begin(void);
+void untorn_helper_cleaning_upper_end(unsigned int saved);
 void untorn_helper_init_sync_kiocb(struct kiocb *kiocb, struct file *file);
 ssize_t untorn_helper_generic_write_sync(struct kiocb *iocb, ssize_t count);
 

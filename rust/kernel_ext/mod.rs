@@ -16,4 +16,5 @@ pub mod folio;
 pub mod fs;
 pub mod lower;
 pub mod ops;
+pub mod task;
 pub mod vfs;
