@@ -91,11 +91,57 @@ impl FileMode {
             Self::Writethrough => Self::WRITETHROUGH,
         }
     }
+
+    /// The lower extended attribute that stores a file's mode (hidden from users).
+    pub const XATTR_NAME: &'static core::ffi::CStr = c"trusted.untorn.mode";
+    /// The prefix of every extended attribute untorn keeps to itself.
+    pub const XATTR_PREFIX: &'static [u8] = b"trusted.untorn.";
+    /// The attribute's value for [`FileMode::Writethrough`]; without the attribute, `Off`.
+    pub const XATTR_WRITETHROUGH: &'static [u8] = b"writethrough";
+
+    /// The mode a stored attribute value means: anything but the writethrough value is `Off`.
+    pub fn from_xattr(value: &[u8]) -> Self {
+        if value == Self::XATTR_WRITETHROUGH {
+            Self::Writethrough
+        } else {
+            Self::Off
+        }
+    }
+
+    /// The mode a whole mount's policy and the file's own mode give.
+    pub const fn effective(self, policy: WritethroughPolicy) -> Self {
+        match policy {
+            WritethroughPolicy::All => Self::Writethrough,
+            WritethroughPolicy::None => Self::Off,
+            WritethroughPolicy::Marked => self,
+        }
+    }
+}
+
+/// Whether an extended attribute name is one untorn keeps to itself.
+pub fn is_private_xattr(name: &[u8]) -> bool {
+    name.starts_with(FileMode::XATTR_PREFIX)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn file_modes_follow_the_policy_and_the_xattr() {
+        use FileMode::*;
+        for mode in [Off, Writethrough] {
+            assert_eq!(mode.effective(WritethroughPolicy::All), Writethrough);
+            assert_eq!(mode.effective(WritethroughPolicy::None), Off);
+            assert_eq!(mode.effective(WritethroughPolicy::Marked), mode);
+        }
+        assert_eq!(FileMode::from_xattr(b"writethrough"), Writethrough);
+        assert_eq!(FileMode::from_xattr(b"writethrough\0"), Off);
+        assert_eq!(FileMode::from_xattr(b""), Off);
+        assert!(is_private_xattr(b"trusted.untorn.mode"));
+        assert!(!is_private_xattr(b"trusted.untorn"));
+        assert!(!is_private_xattr(b"user.untorn.mode"));
+    }
 
     #[test]
     fn policy_values_parse_exactly() {

@@ -37,6 +37,33 @@ pub const UNTORN_IOC_GET_MODE: u32 = ioc(IOC_READ, 0, core::mem::size_of::<Untor
 pub const UNTORN_IOC_SET_MODE: u32 = ioc(IOC_WRITE, 1, core::mem::size_of::<UntornMode>());
 
 impl UntornMode {
+    /// The size of the struct in the ioctl's argument.
+    pub const SIZE: usize = core::mem::size_of::<Self>();
+
+    /// The struct from the user's bytes (native byte order, as C lays it out).
+    pub fn from_bytes(bytes: &[u8; Self::SIZE]) -> Self {
+        let field =
+            |i: usize| u32::from_ne_bytes([bytes[i], bytes[i + 1], bytes[i + 2], bytes[i + 3]]);
+        Self {
+            mode: field(0),
+            effective: field(4),
+            flags: field(8),
+            reserved: field(12),
+        }
+    }
+
+    /// The struct's bytes for the user.
+    pub fn to_bytes(&self) -> [u8; Self::SIZE] {
+        let mut bytes = [0u8; Self::SIZE];
+        for (i, value) in [self.mode, self.effective, self.flags, self.reserved]
+            .into_iter()
+            .enumerate()
+        {
+            bytes[i * 4..i * 4 + 4].copy_from_slice(&value.to_ne_bytes());
+        }
+        bytes
+    }
+
     /// The mode a SET request asks for; `EINVAL` for an unknown mode or non-zero
     /// `flags`/`reserved` (kept zero so that they can gain a meaning later).
     pub const fn requested(&self) -> Result<FileMode, InvalidOption> {
@@ -56,6 +83,18 @@ mod tests {
         // Values computed by hand from asm-generic/ioctl.h: size 16, type 0xBC.
         assert_eq!(UNTORN_IOC_GET_MODE, 0x8010_BC00);
         assert_eq!(UNTORN_IOC_SET_MODE, 0x4010_BC01);
+    }
+
+    #[test]
+    fn bytes_round_trip() {
+        let m = UntornMode {
+            mode: 1,
+            effective: 0,
+            flags: 0x0102_0304,
+            reserved: 7,
+        };
+        assert_eq!(UntornMode::from_bytes(&m.to_bytes()), m);
+        assert_eq!(&m.to_bytes()[0..4], &1u32.to_ne_bytes());
     }
 
     #[test]
