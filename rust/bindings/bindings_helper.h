@@ -17,6 +17,10 @@
 
 const blk_opf_t UNTORN_REQ_ATOMIC = REQ_ATOMIC;
 const int UNTORN_IOCB_ATOMIC = IOCB_ATOMIC;
+const int UNTORN_IOCB_DSYNC = IOCB_DSYNC;
+const int UNTORN_IOCB_SYNC = IOCB_SYNC;
+const int UNTORN_IOCB_APPEND = IOCB_APPEND;
+const int UNTORN_IOCB_NOWAIT = IOCB_NOWAIT;
 
 /* The uapi header, so that a KUnit test can check lib/untorn_logic/src/uapi.rs against it. */
 #include "include/uapi/linux/untorn.h"
@@ -30,5 +34,6 @@ const unsigned long UNTORN_SB_RDONLY = SB_RDONLY;
 const unsigned long UNTORN_SB_POSIXACL = SB_POSIXACL;
 const unsigned int UNTORN_FMODE_WRITE = (__force unsigned int)FMODE_WRITE;
 const unsigned int UNTORN_FMODE_CAN_ODIRECT = (__force unsigned int)FMODE_CAN_ODIRECT;
+const unsigned int UNTORN_FMODE_CAN_ATOMIC_WRITE = (__force unsigned int)FMODE_CAN_ATOMIC_WRITE;
 const unsigned int UNTORN_FALLOC_FL_KEEP_SIZE = FALLOC_FL_KEEP_SIZE;
 const int UNTORN_MNT_READONLY = MNT_READONLY;

@@ -247,3 +247,147 @@ struct folio *untorn_helper_write_begin_get_folio(struct address_space *mapping,
 	return __filemap_get_folio(mapping, pos >> PAGE_SHIFT, FGP_WRITEBEGIN | fgf_set_order(len),
 				   mapping_gfp_mask(mapping));
 }
+
+bool untorn_helper_current_has_mm(void)
+{
+	return current->mm != NULL;
+}
+
+/*
+ * The bounce buffer of an untorn write: anonymous memory in the writer's own address space, so
+ * that the lower's atomic write can take it as an ITER_UBUF (the only kind
+ * generic_atomic_write_valid() accepts). Returns the address or a negative errno.
+ */
+long untorn_helper_bounce_map(size_t len)
+{
+	unsigned long addr = vm_mmap(NULL, 0, len, PROT_READ | PROT_WRITE,
+				     MAP_PRIVATE | MAP_ANONYMOUS, 0);
+
+	return (long)addr;
+}
+
+/* Copies len bytes from the user into the pinned bounce pages; returns the bytes copied. */
+size_t untorn_helper_bounce_fill(struct page **pages, size_t len, struct iov_iter *from)
+{
+	size_t done = 0;
+
+	while (done < len) {
+		size_t chunk = min_t(size_t, PAGE_SIZE, len - done);
+		size_t copied = copy_page_from_iter(pages[done >> PAGE_SHIFT], 0, chunk, from);
+
+		done += copied;
+		if (copied < chunk)
+			break;
+	}
+	return done;
+}
+
+void untorn_helper_bounce_to_folio(struct folio *folio, size_t folio_offset, struct page **pages,
+				   size_t bounce_offset, size_t len)
+{
+	while (len) {
+		struct page *page = pages[bounce_offset >> PAGE_SHIFT];
+		size_t in_page = offset_in_page(bounce_offset);
+		size_t chunk = min_t(size_t, len, PAGE_SIZE - in_page);
+		void *from = kmap_local_page(page);
+
+		memcpy_to_folio(folio, folio_offset, from + in_page, chunk);
+		kunmap_local(from);
+		folio_offset += chunk;
+		bounce_offset += chunk;
+		len -= chunk;
+	}
+}
+
+void untorn_helper_folio_wait_writeback(struct folio *folio)
+{
+	folio_wait_writeback(folio);
+}
+
+bool untorn_helper_folio_test_dirty(struct folio *folio)
+{
+	return folio_test_dirty(folio);
+}
+
+void untorn_helper_flush_dcache_folio(struct folio *folio)
+{
+	flush_dcache_folio(folio);
+}
+
+bool untorn_helper_inode_is_nosec(struct inode *inode)
+{
+	return IS_NOSEC(inode);
+}
+
+void untorn_helper_inode_lock_shared(struct inode *inode)
+{
+	inode_lock_shared(inode);
+}
+
+void untorn_helper_inode_unlock_shared(struct inode *inode)
+{
+	inode_unlock_shared(inode);
+}
+
+void untorn_helper_iov_iter_truncate(struct iov_iter *i, size_t count)
+{
+	iov_iter_truncate(i, count);
+}
+
+void untorn_helper_iov_iter_reexpand(struct iov_iter *i, size_t count)
+{
+	iov_iter_reexpand(i, count);
+}
+
+struct untorn_publication {
+	spinlock_t lock;
+	seqcount_spinlock_t seq;
+};
+
+struct untorn_publication *untorn_helper_publication_alloc(void)
+{
+	struct untorn_publication *slots;
+	unsigned int i;
+
+	slots = kvcalloc(UNTORN_PUBLICATION_SLOTS, sizeof(*slots), GFP_KERNEL);
+	if (!slots)
+		return NULL;
+	for (i = 0; i < UNTORN_PUBLICATION_SLOTS; i++) {
+		spin_lock_init(&slots[i].lock);
+		seqcount_spinlock_init(&slots[i].seq, &slots[i].lock);
+	}
+	return slots;
+}
+
+void untorn_helper_publication_free(struct untorn_publication *slots)
+{
+	kvfree(slots);
+}
+
+unsigned int untorn_helper_publication_read_begin(struct untorn_publication *slots,
+						  unsigned int slot)
+{
+	return read_seqcount_begin(&slots[slot % UNTORN_PUBLICATION_SLOTS].seq);
+}
+
+bool untorn_helper_publication_read_retry(struct untorn_publication *slots, unsigned int slot,
+					  unsigned int seq)
+{
+	return read_seqcount_retry(&slots[slot % UNTORN_PUBLICATION_SLOTS].seq, seq);
+}
+
+void untorn_helper_publication_write_begin(struct untorn_publication *slots, unsigned int slot)
+{
+	struct untorn_publication *s = &slots[slot % UNTORN_PUBLICATION_SLOTS];
+
+	spin_lock(&s->lock);
+	write_seqcount_begin(&s->seq);
+}
+
+void untorn_helper_publication_write_end(struct untorn_publication *slots, unsigned int slot)
+{
+	struct untorn_publication *s = &slots[slot % UNTORN_PUBLICATION_SLOTS];
+
+	write_seqcount_end(&s->seq);
+	spin_unlock(&s->lock);
+}

@@ -15,11 +15,15 @@
 #include <linux/cred.h>
 #include <linux/fs.h>
 #include <linux/highmem.h>
+#include <linux/mm.h>
+#include <linux/mman.h>
 #include <linux/mount.h>
 #include <linux/namei.h>
 #include <linux/pagemap.h>
 #include <linux/posix_acl.h>
 #include <linux/posix_acl_xattr.h>
+#include <linux/seqlock.h>
+#include <linux/slab.h>
 #include <linux/sched/mm.h>
 #include <linux/statfs.h>
 #include <linux/uio.h>
@@ -88,5 +92,35 @@ void untorn_helper_mapping_set_large_folios(struct address_space *mapping);
 struct folio *untorn_helper_filemap_lock_folio(struct address_space *mapping, pgoff_t index);
 struct folio *untorn_helper_write_begin_get_folio(struct address_space *mapping, loff_t pos,
 						  size_t len);
+
+/* Part 2: the writethrough path (see Documentation/filesystems/untorn.rst). */
+bool untorn_helper_current_has_mm(void);
+long untorn_helper_bounce_map(size_t len);
+size_t untorn_helper_bounce_fill(struct page **pages, size_t len, struct iov_iter *from);
+void untorn_helper_bounce_to_folio(struct folio *folio, size_t folio_offset, struct page **pages,
+				   size_t bounce_offset, size_t len);
+void untorn_helper_folio_wait_writeback(struct folio *folio);
+bool untorn_helper_folio_test_dirty(struct folio *folio);
+void untorn_helper_flush_dcache_folio(struct folio *folio);
+bool untorn_helper_inode_is_nosec(struct inode *inode);
+void untorn_helper_inode_lock_shared(struct inode *inode);
+void untorn_helper_inode_unlock_shared(struct inode *inode);
+void untorn_helper_iov_iter_truncate(struct iov_iter *i, size_t count);
+void untorn_helper_iov_iter_reexpand(struct iov_iter *i, size_t count);
+
+/*
+ * Publication slots: a writethrough write copies new data into up-to-date folios inside one,
+ * and readers of the same window read again if a copy ran meanwhile.
+ */
+struct untorn_publication;
+#define UNTORN_PUBLICATION_SLOTS 256
+struct untorn_publication *untorn_helper_publication_alloc(void);
+void untorn_helper_publication_free(struct untorn_publication *slots);
+unsigned int untorn_helper_publication_read_begin(struct untorn_publication *slots,
+						  unsigned int slot);
+bool untorn_helper_publication_read_retry(struct untorn_publication *slots, unsigned int slot,
+					  unsigned int seq);
+void untorn_helper_publication_write_begin(struct untorn_publication *slots, unsigned int slot);
+void untorn_helper_publication_write_end(struct untorn_publication *slots, unsigned int slot);
 
 #endif /* UNTORN_RUST_HELPERS_H */

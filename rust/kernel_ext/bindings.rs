@@ -20,3 +20,9 @@
 use kernel::bindings::*;
 
 include!("../bindings/bindings_generated.rs");
+
+/// The publication slots of `rust/helpers/helpers.c`, opaque to Rust.
+#[repr(C)]
+pub struct untorn_publication {
+    _opaque: [u8; 0],
+}

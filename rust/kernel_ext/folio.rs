@@ -276,6 +276,33 @@ pub unsafe trait FolioLock: core::ops::Deref<Target = Folio> {
         // SAFETY: Locked by us (trait contract), and in a mapping.
         unsafe { bindings::folio_mark_dirty(self.as_ptr()) };
     }
+
+    /// Waits until the folio is not under writeback. Once it is locked and clean, no new
+    /// writeback can start on it.
+    fn wait_writeback(&self) {
+        // SAFETY: A referenced folio; sleeping is allowed where a folio lock is held.
+        unsafe { ext::untorn_helper_folio_wait_writeback(self.as_ptr()) };
+    }
+
+    /// Whether the folio is dirty.
+    fn is_dirty(&self) -> bool {
+        // SAFETY: A referenced folio; reads a flag.
+        unsafe { ext::untorn_helper_folio_test_dirty(self.as_ptr()) }
+    }
+
+    /// Clears the dirty flag for I/O that the caller does itself (`folio_clear_dirty_for_io()`,
+    /// which also write-protects the folio's mappings); returns whether it was dirty.
+    fn clear_dirty_for_io(&self) -> bool {
+        // SAFETY: Locked by us (trait contract), as the function requires.
+        unsafe { bindings::folio_clear_dirty_for_io(self.as_ptr()) }
+    }
+
+    /// Makes what the kernel wrote into the folio visible to user mappings on architectures
+    /// with aliasing caches (`flush_dcache_folio()`).
+    fn flush_dcache(&self) {
+        // SAFETY: A referenced folio.
+        unsafe { ext::untorn_helper_flush_dcache_folio(self.as_ptr()) };
+    }
 }
 
 // SAFETY: By the type invariants of `LockedFolio`.

@@ -199,6 +199,33 @@ pub fn getattr(
     to_result(unsafe { bindings::vfs_getattr(path.as_raw(), stat.0, request_mask, flags) })
 }
 
+/// The atomic write limits the lower reports for a file (`statx` with `STATX_WRITE_ATOMIC`):
+/// `(unit_min, unit_max, unit_max_opt)`, all zero if it cannot write the file atomically.
+pub fn atomic_write_limits(path: &LowerPath) -> Result<(u32, u32, u32)> {
+    // SAFETY: `struct kstat` holds integers and plain structs of integers, for which all-zero
+    // bytes are a valid value.
+    let mut stat: bindings::kstat = unsafe { core::mem::MaybeUninit::zeroed().assume_init() };
+    // SAFETY: `path` is referenced; `stat` is ours.
+    to_result(unsafe {
+        bindings::vfs_getattr(
+            path.as_raw(),
+            &mut stat,
+            bindings::STATX_WRITE_ATOMIC,
+            bindings::AT_STATX_SYNC_AS_STAT,
+        )
+    })?;
+    if stat.result_mask & bindings::STATX_WRITE_ATOMIC == 0
+        || stat.attributes & u64::from(bindings::STATX_ATTR_WRITE_ATOMIC) == 0
+    {
+        return Ok((0, 0, 0));
+    }
+    Ok((
+        stat.atomic_write_unit_min,
+        stat.atomic_write_unit_max,
+        stat.atomic_write_unit_max_opt,
+    ))
+}
+
 /// Applies `attr` to a lower dentry (`notify_change()`), locking its inode.
 pub fn setattr(dentry: &LowerDentry, attr: &mut bindings::iattr) -> Result {
     let inode = dentry.inode().ok_or(ENOENT)?.as_ptr();

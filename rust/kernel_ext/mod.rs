@@ -11,10 +11,12 @@
 //! ```
 
 pub mod bindings;
+pub mod bounce;
 pub mod cred;
 pub mod folio;
 pub mod fs;
 pub mod lower;
 pub mod ops;
+pub mod publication;
 pub mod task;
 pub mod vfs;

@@ -121,6 +121,8 @@ pub trait StackedFs: Sized + Send + Sync + 'static {
     fn iterate_shared(file: &UpperFile, ctx: &mut DirContext) -> Result;
     /// `lseek(2)` of a directory.
     fn llseek_dir(file: &UpperFile, offset: i64, whence: i32) -> Result<i64>;
+    /// `ioctl(2)` on a regular file: `cmd` with the user's argument `arg`.
+    fn ioctl(file: &UpperFile, inode: &Inode<Self>, cmd: u32, arg: usize) -> Result<isize>;
 
     // address_space_operations
 
@@ -155,6 +157,57 @@ pub struct InValue {
     pub(crate) size: usize,
 }
 
+impl OutBuffer {
+    /// A kernel buffer of ours, for an answer read from the lower.
+    pub fn from_slice(buf: &mut [u8]) -> Self {
+        Self {
+            ptr: buf.as_mut_ptr().cast(),
+            size: buf.len(),
+        }
+    }
+
+    /// No buffer: only the size of the answer is asked for.
+    pub fn none() -> Self {
+        Self {
+            ptr: ptr::null_mut(),
+            size: 0,
+        }
+    }
+
+    /// Answers `data`: copies it if there is a buffer (`ERANGE` if it is too small); returns
+    /// its size.
+    pub fn fill(self, data: &[u8]) -> Result<usize> {
+        if self.ptr.is_null() || self.size == 0 {
+            return Ok(data.len());
+        }
+        if data.len() > self.size {
+            return Err(ERANGE);
+        }
+        // SAFETY: The VFS's (kernel) buffer holds `size` bytes, checked above; the VFS does
+        // not hand us a buffer that overlaps our own data.
+        unsafe { ptr::copy_nonoverlapping(data.as_ptr(), self.ptr.cast::<u8>(), data.len()) };
+        Ok(data.len())
+    }
+}
+
+impl InValue {
+    /// A value of ours, to write to the lower.
+    pub fn from_slice(value: &[u8]) -> Self {
+        Self {
+            ptr: value.as_ptr().cast(),
+            size: value.len(),
+        }
+    }
+
+    /// No value: a removal.
+    pub fn removal() -> Self {
+        Self {
+            ptr: ptr::null(),
+            size: 0,
+        }
+    }
+}
+
 /// The VFS's delayed call that frees a symlink target after use.
 pub struct DelayedCall(pub(crate) *mut bindings::delayed_call);
 
@@ -183,6 +236,25 @@ impl Kstat {
     pub fn get(&mut self) -> &mut bindings::kstat {
         // SAFETY: The VFS's buffer, exclusively ours during `getattr`.
         unsafe { &mut *self.0 }
+    }
+
+    /// Reports atomic write limits (`generic_fill_statx_atomic_writes()`: the request is
+    /// answered, and `STATX_ATTR_WRITE_ATOMIC` set when `unit_min` is non-zero), with
+    /// `segments_max` iovec segments.
+    pub fn fill_atomic_write(
+        &mut self,
+        unit_min: u32,
+        unit_max: u32,
+        unit_max_opt: u32,
+        segments_max: u32,
+    ) {
+        // SAFETY: The VFS's buffer, exclusively ours during `getattr`.
+        unsafe {
+            bindings::generic_fill_statx_atomic_writes(self.0, unit_min, unit_max, unit_max_opt)
+        };
+        if unit_min != 0 {
+            self.get().atomic_write_segments_max = segments_max;
+        }
     }
 }
 
@@ -244,6 +316,29 @@ impl UpperFile {
         unsafe { (*self.as_ptr()).f_mode |= flags };
     }
 
+    /// Whether the caller owns the file's inode or has `CAP_FOWNER` (`inode_owner_or_capable()`,
+    /// the rule of `chattr`). untorn mounts are not idmapped.
+    pub fn caller_owns_or_capable(&self) -> bool {
+        // SAFETY: A live file with its inode.
+        unsafe {
+            bindings::inode_owner_or_capable(
+                ptr::addr_of_mut!(bindings::nop_mnt_idmap),
+                (*self.as_ptr()).f_inode,
+            )
+        }
+    }
+
+    /// Runs `f` with write access to the file's mount (`mnt_want_write_file()`): `EROFS` on a
+    /// read-only mount.
+    pub fn with_write_access<R>(&self, f: impl FnOnce() -> Result<R>) -> Result<R> {
+        // SAFETY: A live file; dropped below on every path.
+        kernel::error::to_result(unsafe { bindings::mnt_want_write_file(self.as_ptr()) })?;
+        let result = f();
+        // SAFETY: Taken above.
+        unsafe { bindings::mnt_drop_write_file(self.as_ptr()) };
+        result
+    }
+
     /// The dentry the file was opened on.
     pub fn dentry<T: StackedFs>(&self) -> &Dentry<T> {
         // SAFETY: `f_path` of an open file is referenced by it; a file of ours has our dentry.
@@ -291,6 +386,27 @@ impl UserIter {
         unsafe { ext::untorn_helper_iov_iter_count(ptr::from_ref(&self.0)) }
     }
 
+    /// Gives back `n` bytes that were consumed (`iov_iter_revert()`).
+    ///
+    /// # Safety
+    ///
+    /// At least `n` bytes were consumed from this iterator.
+    pub unsafe fn revert(&mut self, n: usize) {
+        // SAFETY: Per the contract.
+        unsafe { bindings::iov_iter_revert(&mut self.0, n) };
+    }
+
+    /// Sets the bytes left back to `count` after a truncation (`iov_iter_reexpand()`).
+    ///
+    /// # Safety
+    ///
+    /// The iterator held at least `count` bytes before it was truncated, and none were
+    /// consumed since.
+    pub unsafe fn reexpand(&mut self, count: usize) {
+        // SAFETY: Per the contract.
+        unsafe { ext::untorn_helper_iov_iter_reexpand(&mut self.0, count) };
+    }
+
     pub(crate) fn as_ptr(&mut self) -> *mut bindings::iov_iter {
         &mut self.0
     }
@@ -322,6 +438,57 @@ impl<'a, T: StackedFs> Kiocb<'a, T> {
     /// Whether this is `O_DIRECT` I/O.
     pub fn is_direct(&self) -> bool {
         self.raw.ki_flags & bindings::IOCB_DIRECT as i32 != 0
+    }
+
+    /// Sets the position.
+    pub fn set_pos(&mut self, pos: i64) {
+        self.raw.ki_pos = pos;
+    }
+
+    /// Whether the write asked to be untorn (`RWF_ATOMIC`).
+    pub fn is_atomic(&self) -> bool {
+        self.raw.ki_flags & ext::UNTORN_IOCB_ATOMIC != 0
+    }
+
+    /// Whether the caller must not block (`IOCB_NOWAIT`: `RWF_NOWAIT`, io_uring).
+    pub fn is_nowait(&self) -> bool {
+        self.raw.ki_flags & ext::UNTORN_IOCB_NOWAIT != 0
+    }
+
+    /// Whether the write appends (`O_APPEND`, `RWF_APPEND`).
+    pub fn is_append(&self) -> bool {
+        self.raw.ki_flags & ext::UNTORN_IOCB_APPEND != 0
+    }
+
+    /// The durability flags of the write (`IOCB_DSYNC`, `IOCB_SYNC`), to pass to the lower.
+    pub fn sync_flags(&self) -> i32 {
+        self.raw.ki_flags & (ext::UNTORN_IOCB_DSYNC | ext::UNTORN_IOCB_SYNC)
+    }
+
+    /// Reads at most `max` bytes from the page cache (`filemap_read()` of `iter` truncated).
+    pub fn filemap_read_at_most(&mut self, iter: &mut UserIter, max: usize) -> Result<usize> {
+        let count = iter.count();
+        let keep = count.saturating_sub(max);
+        // SAFETY: Truncating and re-expanding by the same amount restores the iterator's end;
+        // the kiocb and iterator are the VFS's, valid during `read_iter`.
+        let ret = unsafe {
+            ext::untorn_helper_iov_iter_truncate(iter.as_ptr(), max);
+            let ret = bindings::filemap_read(self.raw, iter.as_ptr(), 0);
+            ext::untorn_helper_iov_iter_reexpand(iter.as_ptr(), iter.count() + keep);
+            ret
+        };
+        isize_result(ret)
+    }
+
+    /// Undoes a read of `done` bytes: the iterator and the position go back.
+    ///
+    /// # Safety
+    ///
+    /// A read on this kiocb consumed `done` bytes of `iter`.
+    pub unsafe fn unread(&mut self, iter: &mut UserIter, done: usize) {
+        // SAFETY: Per the contract.
+        unsafe { iter.revert(done) };
+        self.raw.ki_pos -= done as i64;
     }
 
     /// Reads from the page cache (`filemap_read()`), filling it through `read_folio`.
@@ -365,7 +532,9 @@ impl<'a, T: StackedFs> Kiocb<'a, T> {
         write: bool,
     ) -> Result<usize> {
         let pos = self.raw.ki_pos;
-        let done = lower.rw_user(pos, iter, write)?;
+        // `RWF_ATOMIC` stays an atomic write: the lower checks and honours it.
+        let atomic = self.raw.ki_flags & ext::UNTORN_IOCB_ATOMIC;
+        let done = lower.rw_user(pos, iter, atomic, write)?;
         self.raw.ki_pos = pos + done as i64;
         Ok(done)
     }
@@ -494,8 +663,11 @@ impl<T: StackedFs> Tables<T> {
         mmap: Some(bindings::generic_file_mmap),
         fsync: Some(Self::fsync),
         fallocate: Some(Self::fallocate),
-        splice_read: Some(bindings::filemap_splice_read),
+        // Not `filemap_splice_read()`: it hands page-cache folios to the pipe, bypassing the
+        // publication protocol of `read_iter`.
+        splice_read: Some(bindings::copy_splice_read),
         splice_write: Some(bindings::iter_file_splice_write),
+        unlocked_ioctl: Some(Self::unlocked_ioctl),
         ..pin_init::zeroed()
     };
 
@@ -1088,6 +1260,24 @@ impl<T: StackedFs> Tables<T> {
             )
         };
         from_result(|| T::fallocate(file, inode, mode, offset, len).map(|()| 0))
+    }
+
+    /// # Safety
+    ///
+    /// Called by the VFS with the arguments its contract for this operation guarantees.
+    unsafe extern "C" fn unlocked_ioctl(
+        file: *mut bindings::file,
+        cmd: u32,
+        arg: usize,
+    ) -> kernel::ffi::c_long {
+        // SAFETY: One of our regular files.
+        let (file, inode) = unsafe {
+            (
+                UpperFile::from_raw(file),
+                Inode::<T>::from_raw((*file).f_inode),
+            )
+        };
+        from_result(|| T::ioctl(file, inode, cmd, arg))
     }
 
     /// # Safety

@@ -715,15 +715,54 @@ impl LowerFile {
         direct: bool,
         write: bool,
     ) -> Result<usize> {
+        let flags = if direct {
+            bindings::IOCB_DIRECT as i32
+        } else {
+            0
+        };
+        self.rw_flags(pos, iter, flags, write)
+    }
+
+    /// An untorn write: `len` bytes of the pinned bounce buffer `bounce` at `pos`, as one
+    /// atomic direct write (`IOCB_DIRECT | IOCB_ATOMIC`) plus `sync_flags` (`IOCB_DSYNC`,
+    /// `IOCB_SYNC`). The lower refuses it (`EINVAL`, `EOPNOTSUPP`) unless it can write it
+    /// untorn; it never writes part of it.
+    pub fn write_atomic(
+        &self,
+        pos: i64,
+        bounce: &super::bounce::UserBounce,
+        sync_flags: i32,
+    ) -> Result<usize> {
+        let mut iter = core::mem::MaybeUninit::<bindings::iov_iter>::uninit();
+        // SAFETY: Initialises the whole iterator over the bounce buffer's user range, which is
+        // mapped in the current address space for the duration of this synchronous call.
+        let iter = unsafe {
+            ext::untorn_helper_iov_iter_ubuf(
+                iter.as_mut_ptr(),
+                bindings::ITER_SOURCE,
+                bounce.user_addr(),
+                bounce.size(),
+            );
+            iter.assume_init_mut()
+        };
+        let flags = bindings::IOCB_DIRECT as i32 | ext::UNTORN_IOCB_ATOMIC | sync_flags;
+        self.rw_flags(pos, iter, flags, true)
+    }
+
+    fn rw_flags(
+        &self,
+        pos: i64,
+        iter: &mut bindings::iov_iter,
+        flags: i32,
+        write: bool,
+    ) -> Result<usize> {
         let mut kiocb = core::mem::MaybeUninit::<bindings::kiocb>::uninit();
         // SAFETY: `init_sync_kiocb` initialises the whole kiocb for this file.
         unsafe { ext::untorn_helper_init_sync_kiocb(kiocb.as_mut_ptr(), self.as_ptr()) };
         // SAFETY: Initialised above.
         let kiocb = unsafe { kiocb.assume_init_mut() };
         kiocb.ki_pos = pos;
-        if direct {
-            kiocb.ki_flags |= bindings::IOCB_DIRECT as i32;
-        }
+        kiocb.ki_flags |= flags;
         // SAFETY: `kiocb` and `iter` are valid for the duration of this synchronous call (no
         // `ki_complete`, so the lower completes it before returning).
         let ret = unsafe {
@@ -1013,6 +1052,23 @@ impl<T: StackedFs> Inode<T> {
         unsafe { ext::untorn_helper_inode_unlock(self.as_ptr()) };
         r
     }
+
+    /// Runs `f` with the inode lock (`i_rwsem`) held shared.
+    pub fn with_lock_shared<R>(&self, f: impl FnOnce() -> R) -> R {
+        // SAFETY: A live inode; unlocked below, on the same thread.
+        unsafe { ext::untorn_helper_inode_lock_shared(self.as_ptr()) };
+        let r = f();
+        // SAFETY: Locked above.
+        unsafe { ext::untorn_helper_inode_unlock_shared(self.as_ptr()) };
+        r
+    }
+
+    /// Whether a write needs no privilege removal (`IS_NOSEC()`: no set-user-ID bits or
+    /// security attributes to drop), so that it may run under a shared inode lock.
+    pub fn is_nosec(&self) -> bool {
+        // SAFETY: A live inode; reads flags.
+        unsafe { ext::untorn_helper_inode_is_nosec(self.as_ptr()) }
+    }
 }
 
 impl<T: StackedFs> Dentry<T> {
@@ -1048,15 +1104,17 @@ impl<T: StackedFs> Inode<T> {
 
 impl LowerFile {
     /// Direct I/O between the user's iterator and this file at `pos` (`O_DIRECT` pass-through).
+    /// `extra_flags` are kiocb flags of the upper I/O to keep (`IOCB_ATOMIC`).
     pub(crate) fn rw_user(
         &self,
         pos: i64,
         iter: &mut super::ops::UserIter,
+        extra_flags: i32,
         write: bool,
     ) -> Result<usize> {
         // SAFETY: `UserIter` is the VFS's iterator, valid for this synchronous call.
         let iter = unsafe { &mut *iter.as_ptr() };
-        self.rw(pos, iter, true, write)
+        self.rw_flags(pos, iter, bindings::IOCB_DIRECT as i32 | extra_flags, write)
     }
 }
 
