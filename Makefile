@@ -6,7 +6,7 @@
 #   make              build the modules (and the test kernel, if missing) and the tool
 #   make check        install what is missing, build everything, run every test
 #   make bench        run the benchmark in the `bench` flavour guest
-#   make pressure     the memory-pressure tests (known to fail today, see untorn.rst)
+#   make pressure     the memory-pressure tests (about 30 minutes under TCG)
 #   make exercise     a long run of the data-integrity exerciser (EXERCISE_DURATION, default
 #                     30m; EXERCISE_FS=xfs|ext4; SEED=n to replay a run)
 #   make CLIPPY=1     build the modules with clippy

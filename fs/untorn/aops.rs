@@ -140,34 +140,45 @@ fn write_back(inode: &Inode<Untorn>, folio: LockedFolio<'_>) -> Result {
     // on every writeback, so they never become file data when the file grows.
     folio.zero(len, folio.size());
     let folio = folio.start_writeback();
-    let result = (|| -> Result {
-        let lower = inode.data_file_rw().ok_or(EBADF)?;
-        let direct = match direct_alignment(inode, lower) {
-            Some(align) => round_down(len as u64, align).map_err(|_| EINVAL)? as usize,
-            None => 0,
-        };
-        sb.as_mounter(|| -> Result {
-            if direct > 0 {
-                write_all(lower, &folio, 0, direct, pos, true)?;
-            }
-            if direct < len {
-                write_all(
-                    lower,
-                    &folio,
-                    direct,
-                    len - direct,
-                    pos + direct as i64,
-                    false,
-                )?;
-            }
-            Ok(())
-        })
-    })();
+    let result = write_to_lower(inode, &folio, 0, len);
     match result {
         Ok(()) => Counters::add(&counters.writeback, &counters.writeback_bytes, len as u64),
         Err(_) => Counters::inc(&counters.errors),
     }
     folio.end(result)
+}
+
+/// Writes bytes `offset..offset + len` of a folio that is locked or under writeback to the
+/// lower file: the block-aligned part with direct I/O, a partial last block (at end of file)
+/// buffered.
+pub(crate) fn write_to_lower(
+    inode: &Inode<Untorn>,
+    folio: &crate::kernel_ext::folio::Folio,
+    offset: usize,
+    len: usize,
+) -> Result {
+    let lower = inode.data_file_rw().ok_or(EBADF)?;
+    let pos = folio.pos() + offset as i64;
+    let direct = match direct_alignment(inode, lower) {
+        Some(align) => round_down(len as u64, align).map_err(|_| EINVAL)? as usize,
+        None => 0,
+    };
+    inode.super_block().as_mounter(|| -> Result {
+        if direct > 0 {
+            write_all(lower, folio, offset, direct, pos, true)?;
+        }
+        if direct < len {
+            write_all(
+                lower,
+                folio,
+                offset + direct,
+                len - direct,
+                pos + direct as i64,
+                false,
+            )?;
+        }
+        Ok(())
+    })
 }
 
 /// Writes `len` bytes of the folio, failing on a short write (a full lower device).

@@ -28,6 +28,24 @@ pub(crate) struct Counters {
     pub(crate) direct_writes: AtomicU64,
     /// Failed lower reads and writebacks.
     pub(crate) errors: AtomicU64,
+    /// Writethrough writes (untorn or not) and their bytes.
+    pub(crate) writethrough_writes: AtomicU64,
+    pub(crate) writethrough_bytes: AtomicU64,
+    /// Writes sent to the lower as one atomic write, and their bytes.
+    pub(crate) untorn_writes: AtomicU64,
+    pub(crate) untorn_bytes: AtomicU64,
+    /// Writethrough writes that could not be untorn (shape or limits).
+    pub(crate) writethrough_not_eligible: AtomicU64,
+    /// Failed writethrough writes, by errno.
+    pub(crate) err_fault: AtomicU64,
+    pub(crate) err_inval: AtomicU64,
+    pub(crate) err_notsupp: AtomicU64,
+    pub(crate) err_nomem: AtomicU64,
+    pub(crate) err_again: AtomicU64,
+    /// Any other error, mostly the lower's.
+    pub(crate) err_lower: AtomicU64,
+    /// Reads of a window done again because a writethrough write published into it.
+    pub(crate) reader_retries: AtomicU64,
 }
 
 impl Counters {
@@ -39,6 +57,19 @@ impl Counters {
 
     pub(crate) fn inc(count: &AtomicU64) {
         count.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// The counter of a failed writethrough write.
+    pub(crate) fn error_counter(&self, error: kernel::error::Error) -> &AtomicU64 {
+        use kernel::error::code::*;
+        match error {
+            e if e == EFAULT => &self.err_fault,
+            e if e == EINVAL => &self.err_inval,
+            e if e == EOPNOTSUPP => &self.err_notsupp,
+            e if e == ENOMEM => &self.err_nomem,
+            e if e == EAGAIN => &self.err_again,
+            _ => &self.err_lower,
+        }
     }
 }
 
@@ -55,6 +86,18 @@ impl fmt::Debug for Counters {
             ("direct_reads", &self.direct_reads),
             ("direct_writes", &self.direct_writes),
             ("errors", &self.errors),
+            ("writethrough_writes", &self.writethrough_writes),
+            ("writethrough_bytes", &self.writethrough_bytes),
+            ("untorn_writes", &self.untorn_writes),
+            ("untorn_bytes", &self.untorn_bytes),
+            ("writethrough_not_eligible", &self.writethrough_not_eligible),
+            ("err_fault", &self.err_fault),
+            ("err_inval", &self.err_inval),
+            ("err_notsupp", &self.err_notsupp),
+            ("err_nomem", &self.err_nomem),
+            ("err_again", &self.err_again),
+            ("err_lower", &self.err_lower),
+            ("reader_retries", &self.reader_retries),
         ];
         for (i, (name, value)) in all.iter().enumerate() {
             let sep = if i == 0 { "" } else { "\n" };

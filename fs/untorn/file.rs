@@ -8,10 +8,14 @@ use kernel::{bindings, prelude::*};
 use crate::{
     counters::Counters,
     kernel_ext::{
+        bindings as ext,
         ops::{Kiocb, UpperFile, UserIter},
+        publication::{Slot, WINDOW},
         vfs::{DirContext, Inode, LowerFile},
     },
-    Untorn,
+    mode,
+    untorn_logic::mount_options::FileMode,
+    writethrough, Untorn,
 };
 
 /// The data file that serves this inode's page cache (opened at open).
@@ -22,9 +26,15 @@ fn data_file(inode: &Inode<Untorn>) -> Result<&LowerFile> {
 pub(crate) fn open(inode: &Inode<Untorn>, file: &UpperFile) -> Result {
     let path = file_lower_path(inode, file)?;
     inode.open_data_file(&path, file.is_writable())?;
-    if data_file(inode)?.can_direct_io() {
+    let data = data_file(inode)?;
+    if data.can_direct_io() {
         // The VFS refuses `O_DIRECT` (at open and by `fcntl`) without this.
-        file.set_mode_flags(crate::kernel_ext::bindings::UNTORN_FMODE_CAN_ODIRECT);
+        file.set_mode_flags(ext::UNTORN_FMODE_CAN_ODIRECT);
+    }
+    mode::refresh_limits(inode, &path, data)?;
+    if file.is_writable() && inode.data().limits().is_supported() {
+        // The VFS refuses `RWF_ATOMIC` without this (`EOPNOTSUPP`).
+        file.set_mode_flags(ext::UNTORN_FMODE_CAN_ATOMIC_WRITE);
     }
     Ok(())
 }
@@ -49,7 +59,7 @@ pub(crate) fn read_iter(kiocb: &mut Kiocb<'_, Untorn>, iter: &mut UserIter) -> R
         return Ok(0);
     }
     if !kiocb.is_direct() {
-        return kiocb.filemap_read(iter);
+        return read_windows(kiocb, iter);
     }
     // O_DIRECT: the lower file serves it, after all our dirty folios reached it (not only those
     // of the range: the lower's size must be ours, or a read in a hole below our end of file
@@ -64,8 +74,48 @@ pub(crate) fn read_iter(kiocb: &mut Kiocb<'_, Untorn>, iter: &mut UserIter) -> R
         .as_mounter(|| kiocb.lower_direct(lower, iter, false))
 }
 
+/// Buffered reads, one publication window at a time: a window is read again if a writethrough
+/// write published into it meanwhile, so no read returns half of an untorn write.
+fn read_windows(kiocb: &mut Kiocb<'_, Untorn>, iter: &mut UserIter) -> Result<usize> {
+    let inode = kiocb.inode();
+    let data = &inode.super_block().info().data;
+    let ino = inode.lower().ino();
+    let mut total = 0;
+    while iter.count() > 0 {
+        let pos = kiocb.pos();
+        let window_left = (WINDOW - pos as u64 % WINDOW) as usize;
+        let max = iter.count().min(window_left);
+        let slot = Slot::of(ino, pos as u64);
+        let done = loop {
+            let seq = data.publication().read_begin(slot);
+            let done = match kiocb.filemap_read_at_most(iter, max) {
+                Ok(done) => done,
+                Err(e) if total == 0 => return Err(e),
+                Err(_) => return Ok(total),
+            };
+            if !data.publication().read_retry(slot, seq) {
+                break done;
+            }
+            // SAFETY: The read above consumed `done` bytes of `iter`.
+            unsafe { kiocb.unread(iter, done) };
+            Counters::inc(&data.counters().reader_retries);
+        };
+        total += done;
+        if done < max {
+            break;
+        }
+    }
+    Ok(total)
+}
+
 pub(crate) fn write_iter(kiocb: &mut Kiocb<'_, Untorn>, iter: &mut UserIter) -> Result<usize> {
     let inode = kiocb.inode();
+    if !kiocb.is_direct() {
+        let lower_dentry = kiocb.file().dentry::<Untorn>().lower()?;
+        if kiocb.is_atomic() || mode::effective(inode, lower_dentry)? == FileMode::Writethrough {
+            return writethrough::write(kiocb, iter);
+        }
+    }
     let written = inode.with_lock(|| -> Result<usize> {
         if kiocb.write_checks(iter)? == 0 {
             return Ok(0);

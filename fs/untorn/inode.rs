@@ -12,6 +12,8 @@ use crate::{
         ops::{copy_attributes, DelayedCall, Iattr, InValue, Kstat, OutBuffer},
         vfs::{Dentry, Inode},
     },
+    mode,
+    untorn_logic::{atomic_write::AtomicWriteLimits, mount_options::is_private_xattr},
     Untorn,
 };
 
@@ -35,12 +37,37 @@ pub(crate) fn getattr(
     let path = dentry.lower_path()?;
     let sb = dentry.super_block();
     sb.as_mounter(|| lower::getattr(&path, stat, request_mask, flags))?;
-    let stat = stat.get();
-    stat.dev = sb.dev();
-    // Untorn writes through untorn come with part 2; until then none are offered.
-    stat.result_mask &= !bindings::STATX_WRITE_ATOMIC;
-    stat.attributes &= !u64::from(bindings::STATX_ATTR_WRITE_ATOMIC);
+    let lower_atomic = (
+        stat.get().atomic_write_unit_min,
+        stat.get().atomic_write_unit_max,
+        stat.get().atomic_write_unit_max_opt,
+        stat.get().attributes & u64::from(bindings::STATX_ATTR_WRITE_ATOMIC) != 0,
+    );
+    let raw = stat.get();
+    raw.dev = sb.dev();
+    // The lower's atomic limits are for its direct writes; untorn reports its own.
+    raw.result_mask &= !bindings::STATX_WRITE_ATOMIC;
+    raw.attributes &= !u64::from(bindings::STATX_ATTR_WRITE_ATOMIC);
+    raw.atomic_write_unit_min = 0;
+    raw.atomic_write_unit_max = 0;
+    raw.atomic_write_unit_max_opt = 0;
+    raw.atomic_write_segments_max = 0;
     if let Some(inode) = dentry.inode() {
+        if inode.is_regular() && request_mask & bindings::STATX_WRITE_ATOMIC != 0 {
+            let (min, max, max_opt, supported) = lower_atomic;
+            let limits = if supported {
+                mode::untorn_limits(min, max)
+            } else {
+                AtomicWriteLimits::NONE
+            };
+            stat.fill_atomic_write(
+                limits.unit_min(),
+                limits.unit_max(),
+                max_opt.min(limits.unit_max()),
+                mode::SEGMENTS_MAX,
+            );
+        }
+        let stat = stat.get();
         if inode.is_regular() {
             stat.size = inode.size();
             let (mtime, ctime) = inode.times();
@@ -102,11 +129,29 @@ pub(crate) fn setattr(dentry: &Dentry<Untorn>, attr: &Iattr) -> Result {
     Ok(())
 }
 
+/// The lower's names, without those untorn keeps to itself (`trusted.untorn.*`).
 pub(crate) fn listxattr(dentry: &Dentry<Untorn>, buf: OutBuffer) -> Result<usize> {
     let lower_dentry = dentry.lower()?;
-    dentry
-        .super_block()
-        .as_mounter(|| lower::listxattr(lower_dentry, buf))
+    let sb = dentry.super_block();
+    // The whole list is needed to filter it, also when the caller only asks for its size.
+    let size = sb.as_mounter(|| lower::listxattr(lower_dentry, OutBuffer::none()))?;
+    let mut names = KVec::from_elem(0u8, size, GFP_KERNEL)?;
+    let size =
+        sb.as_mounter(|| lower::listxattr(lower_dentry, OutBuffer::from_slice(&mut names)))?;
+    let mut kept = 0;
+    let mut start = 0;
+    while start < size {
+        let end = names[start..size]
+            .iter()
+            .position(|&b| b == 0)
+            .map_or(size, |n| start + n + 1);
+        if !is_private_xattr(&names[start..end]) {
+            names.copy_within(start..end, kept);
+            kept += end - start;
+        }
+        start = end;
+    }
+    buf.fill(&names[..kept])
 }
 
 pub(crate) fn get_link(dentry: &Dentry<Untorn>, done: DelayedCall) -> Result<*const c_char> {
@@ -117,6 +162,9 @@ pub(crate) fn get_link(dentry: &Dentry<Untorn>, done: DelayedCall) -> Result<*co
 }
 
 pub(crate) fn getxattr(dentry: &Dentry<Untorn>, name: &CStr, buf: OutBuffer) -> Result<usize> {
+    if is_private_xattr(name.to_bytes()) {
+        return Err(ENODATA);
+    }
     let lower_dentry = dentry.lower()?;
     dentry
         .super_block()
@@ -124,6 +172,10 @@ pub(crate) fn getxattr(dentry: &Dentry<Untorn>, name: &CStr, buf: OutBuffer) -> 
 }
 
 pub(crate) fn setxattr(dentry: &Dentry<Untorn>, name: &CStr, value: InValue, flags: i32) -> Result {
+    if is_private_xattr(name.to_bytes()) {
+        // Only the mode ioctl changes them, with its own permission rule.
+        return Err(EPERM);
+    }
     let lower_dentry = dentry.lower()?;
     dentry
         .super_block()

@@ -10,6 +10,7 @@ use crate::{
     counters::Counters,
     kernel_ext::{
         ops::{self, Statfs},
+        publication::Publication,
         vfs::{Dentry, SuperBlock},
     },
     untorn_logic::mount_options::WritethroughPolicy,
@@ -25,6 +26,8 @@ pub(crate) struct UntornSb {
     policy: AtomicU8,
     /// The per-mount counters, shown in debugfs.
     counters: Pin<KBox<debugfs::File<Counters>>>,
+    /// Where writethrough writes publish into the page cache (see `writethrough.rs`).
+    publication: Publication,
     _debugfs_dir: debugfs::Dir,
 }
 
@@ -36,6 +39,10 @@ impl UntornSb {
 
     pub(crate) fn counters(&self) -> &Counters {
         &self.counters
+    }
+
+    pub(crate) fn publication(&self) -> &Publication {
+        &self.publication
     }
 }
 
@@ -84,6 +91,7 @@ pub(crate) unsafe extern "C" fn untorn_fill_super(
         let data = UntornSb {
             policy: AtomicU8::new(policy_to_c(policy)),
             counters,
+            publication: Publication::new()?,
             _debugfs_dir: dir,
         };
         // SAFETY: Per our contract.

@@ -18,9 +18,11 @@ mod aops;
 mod counters;
 mod file;
 mod inode;
+mod mode;
 mod namei;
 #[path = "super.rs"]
 mod super_block;
+mod writethrough;
 
 use kernel_ext::{
     folio::{LockedFolio, OwnedLockedFolio},
@@ -90,9 +92,11 @@ pub(crate) struct Untorn;
 
 impl StackedFs for Untorn {
     type SbData = super_block::UntornSb;
-    type InodeData = ();
+    type InodeData = mode::UntornInode;
 
-    fn new_inode_data() {}
+    fn new_inode_data() -> mode::UntornInode {
+        mode::UntornInode::new()
+    }
 
     fn statfs(dentry: &Dentry<Self>, buf: &mut Statfs) -> Result {
         super_block::statfs(dentry, buf)
@@ -207,6 +211,9 @@ impl StackedFs for Untorn {
     }
     fn llseek_dir(file: &UpperFile, offset: i64, whence: i32) -> Result<i64> {
         file::llseek_dir(file, offset, whence)
+    }
+    fn ioctl(file: &UpperFile, inode: &Inode<Self>, cmd: u32, arg: usize) -> Result<isize> {
+        mode::ioctl(file, inode, cmd, arg)
     }
 
     fn read_folio(inode: &Inode<Self>, folio: LockedFolio<'_>) -> Result {
