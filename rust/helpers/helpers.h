@@ -11,6 +11,8 @@
 #define UNTORN_RUST_HELPERS_H
 
 #include <linux/backing-dev.h>
+#include <linux/blk-mq.h>
+#include <linux/blkdev.h>
 #include <linux/bvec.h>
 #include <linux/cred.h>
 #include <linux/fs.h>
@@ -20,6 +22,7 @@
 #include <linux/pagemap.h>
 #include <linux/posix_acl.h>
 #include <linux/posix_acl_xattr.h>
+#include <linux/sched/mm.h>
 #include <linux/statfs.h>
 #include <linux/uio.h>
 
@@ -85,5 +88,12 @@ void untorn_helper_mapping_set_large_folios(struct address_space *mapping);
 struct folio *untorn_helper_filemap_lock_folio(struct address_space *mapping, pgoff_t index);
 struct folio *untorn_helper_write_begin_get_folio(struct address_space *mapping, loff_t pos,
 						  size_t len);
+
+/* The block device side (rust/kernel_ext/block.rs, used by samples/rust/tornblk). */
+const struct block_device_operations *untorn_helper_bdev_fops(void);
+size_t untorn_helper_rq_copy_to_buf(struct request *rq, void *buf, size_t len);
+size_t untorn_helper_rq_copy_from_buf(struct request *rq, const void *buf, size_t len);
+unsigned int untorn_helper_memalloc_noio_save(void);
+void untorn_helper_memalloc_noio_restore(unsigned int flags);
 
 #endif /* UNTORN_RUST_HELPERS_H */
