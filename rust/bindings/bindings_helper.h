@@ -8,6 +8,7 @@
  */
 
 #include <linux/blk_types.h>
+#include <linux/blkdev.h>
 #include <linux/falloc.h>
 #include <linux/fs.h>
 #include <linux/mount.h>
@@ -21,6 +22,14 @@ const int UNTORN_IOCB_DSYNC = IOCB_DSYNC;
 const int UNTORN_IOCB_SYNC = IOCB_SYNC;
 const int UNTORN_IOCB_APPEND = IOCB_APPEND;
 const int UNTORN_IOCB_NOWAIT = IOCB_NOWAIT;
+
+/* Request flags and queue features for the block device side (rust/kernel_ext/block.rs). */
+const blk_opf_t UNTORN_REQ_FUA = REQ_FUA;
+const blk_opf_t UNTORN_REQ_PREFLUSH = REQ_PREFLUSH;
+const blk_opf_t UNTORN_REQ_OP_MASK = REQ_OP_MASK;
+const blk_features_t UNTORN_BLK_FEAT_WRITE_CACHE = BLK_FEAT_WRITE_CACHE;
+const blk_features_t UNTORN_BLK_FEAT_FUA = BLK_FEAT_FUA;
+const blk_features_t UNTORN_BLK_FEAT_ATOMIC_WRITES = BLK_FEAT_ATOMIC_WRITES;
 
 /* The uapi header, so that a KUnit test can check lib/untorn_logic/src/uapi.rs against it. */
 #include "include/uapi/linux/untorn.h"

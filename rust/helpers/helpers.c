@@ -391,3 +391,65 @@ void untorn_helper_publication_write_end(struct untorn_publication *slots, unsig
 	write_seqcount_end(&s->seq);
 	spin_unlock(&s->lock);
 }
+
+/*
+ * The block device operations of the disks of this module: none but the owner, so that an open
+ * block device pins the module that serves it (THIS_MODULE is the module this file is compiled
+ * into).
+ */
+static const struct block_device_operations untorn_helper_bdev_fops_table = {
+	.owner = THIS_MODULE,
+};
+
+const struct block_device_operations *untorn_helper_bdev_fops(void)
+{
+	return &untorn_helper_bdev_fops_table;
+}
+
+/* Copies the data of a request into buf, at most len bytes; returns the bytes copied. */
+size_t untorn_helper_rq_copy_to_buf(struct request *rq, void *buf, size_t len)
+{
+	struct req_iterator iter;
+	struct bio_vec bvec;
+	size_t done = 0;
+
+	rq_for_each_segment(bvec, rq, iter) {
+		size_t n = min_t(size_t, bvec.bv_len, len - done);
+
+		if (!n)
+			break;
+		bvec.bv_len = n;
+		memcpy_from_bvec(buf + done, &bvec);
+		done += n;
+	}
+	return done;
+}
+
+/* Copies at most len bytes of buf into the pages of a request; returns the bytes copied. */
+size_t untorn_helper_rq_copy_from_buf(struct request *rq, const void *buf, size_t len)
+{
+	struct req_iterator iter;
+	struct bio_vec bvec;
+	size_t done = 0;
+
+	rq_for_each_segment(bvec, rq, iter) {
+		size_t n = min_t(size_t, bvec.bv_len, len - done);
+
+		if (!n)
+			break;
+		bvec.bv_len = n;
+		memcpy_to_bvec(&bvec, buf + done);
+		done += n;
+	}
+	return done;
+}
+
+unsigned int untorn_helper_memalloc_noio_save(void)
+{
+	return memalloc_noio_save();
+}
+
+void untorn_helper_memalloc_noio_restore(unsigned int flags)
+{
+	memalloc_noio_restore(flags);
+}

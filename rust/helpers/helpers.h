@@ -11,6 +11,8 @@
 #define UNTORN_RUST_HELPERS_H
 
 #include <linux/backing-dev.h>
+#include <linux/blk-mq.h>
+#include <linux/blkdev.h>
 #include <linux/bvec.h>
 #include <linux/cred.h>
 #include <linux/fs.h>
@@ -122,5 +124,12 @@ bool untorn_helper_publication_read_retry(struct untorn_publication *slots, unsi
 					  unsigned int seq);
 void untorn_helper_publication_write_begin(struct untorn_publication *slots, unsigned int slot);
 void untorn_helper_publication_write_end(struct untorn_publication *slots, unsigned int slot);
+
+/* The block device side (rust/kernel_ext/block.rs, used by samples/rust/tornblk). */
+const struct block_device_operations *untorn_helper_bdev_fops(void);
+size_t untorn_helper_rq_copy_to_buf(struct request *rq, void *buf, size_t len);
+size_t untorn_helper_rq_copy_from_buf(struct request *rq, const void *buf, size_t len);
+unsigned int untorn_helper_memalloc_noio_save(void);
+void untorn_helper_memalloc_noio_restore(unsigned int flags);
 
 #endif /* UNTORN_RUST_HELPERS_H */

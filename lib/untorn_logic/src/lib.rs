@@ -14,5 +14,6 @@ pub mod errno;
 pub mod mount_options;
 pub mod range;
 pub mod rng;
+pub mod tornblk;
 pub mod uapi;
 pub mod unit;

@@ -12,6 +12,7 @@
 mod foundation;
 mod pressure;
 mod stacking;
+mod tornblk;
 
 use anyhow::{anyhow, Context as _, Result};
 use std::{
@@ -267,6 +268,9 @@ pub fn all_tests(env: &Env) -> Result<Vec<Test>> {
         foundation::tests(env)?
     };
     tests.extend(stacking::tests(env));
+    if !env.reference {
+        tests.extend(tornblk::tests());
+    }
     Ok(tests)
 }
 
