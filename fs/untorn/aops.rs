@@ -24,14 +24,14 @@ use crate::{
 };
 
 /// The lower's direct I/O alignment for this file, or `None` if direct I/O is not possible.
-fn direct_alignment(inode: &Inode<Untorn>, lower: &LowerFile) -> Option<u32> {
+pub(crate) fn direct_alignment(inode: &Inode<Untorn>, lower: &LowerFile) -> Option<u32> {
     let align = inode.lower().block_size();
     (lower.can_direct_io() && align > 0 && align as usize <= kernel::page::PAGE_SIZE)
         .then_some(align)
 }
 
 /// Fills `folio` from the lower file: the bytes below our size, zeroes beyond.
-fn fill(inode: &Inode<Untorn>, folio: &impl FolioLock) -> Result {
+pub(crate) fn fill(inode: &Inode<Untorn>, folio: &impl FolioLock) -> Result {
     let lower = inode.data_file().ok_or(EIO)?;
     let (pos, size) = (folio.pos(), inode.size());
     let valid = if pos >= size {

@@ -18,10 +18,13 @@ use crate::{
         bounce::UserBounce,
         folio::{FolioLock, OwnedLockedFolio},
         ops::{Kiocb, UserIter},
-        publication::Slot,
+        publication::{Slot, WINDOW},
         vfs::Inode,
     },
-    untorn_logic::atomic_write::{check, AtomicWriteError},
+    untorn_logic::{
+        atomic_write::{check, AtomicWriteError},
+        range::round_down,
+    },
     Untorn,
 };
 
@@ -109,31 +112,142 @@ fn under_lock(
     }
 }
 
-/// A writethrough write that cannot be untorn: copied into the page cache, then written to the
-/// lower and waited for. No tearing promise, and (unlike untorn writes) readers may see the
-/// data while it is on its way.
+/// A writethrough write that cannot be untorn, in chunks that each lie in one publication
+/// window: each chunk reaches the lower before its data enters the page cache, as for untorn
+/// writes, but without the all-or-nothing promise of the device. Returns the bytes of the chunks
+/// done before a failure, or the failure if none was.
 fn plain_writethrough(kiocb: &mut Kiocb<'_, Untorn>, iter: &mut UserIter) -> Result<usize> {
     let inode = kiocb.inode();
     let start = kiocb.pos();
+    let count = iter.count();
     let old_size = inode.size();
     kiocb.file_modified()?;
     if start > old_size {
         inode.zero_beyond_eof(old_size);
     }
-    let written = kiocb.perform_write(iter)?;
-    if written == 0 {
-        return Ok(0);
+    let mut done = 0;
+    while done < count {
+        let pos = start + done as i64;
+        let window_left = (WINDOW - pos as u64 % WINDOW) as usize;
+        let len = (count - done).min(window_left);
+        match write_chunk(inode, iter, pos, len, kiocb.sync_flags()) {
+            Ok(()) => done += len,
+            Err(e) if done == 0 => return Err(e),
+            Err(_) => break,
+        }
     }
-    inode.write_and_wait(start, start + written as i64 - 1)?;
-    let written = kiocb.write_sync(written)?;
+    kiocb.set_pos(start + done as i64);
     let counters = inode.super_block().info().data.counters();
     Counters::add(
         &counters.writethrough_writes,
         &counters.writethrough_bytes,
-        written as u64,
+        done as u64,
     );
     Counters::inc(&counters.writethrough_not_eligible);
-    Ok(written)
+    Ok(done)
+}
+
+/// One chunk `[pos, pos + len)` of a plain writethrough write. The I/O covers the whole folios
+/// of the range (up to the new end of file), so it is aligned for direct I/O but for a tail
+/// block: the bytes around the chunk come from the folios, read from the lower first if needed.
+fn write_chunk(
+    inode: &Inode<Untorn>,
+    iter: &mut UserIter,
+    pos: i64,
+    len: usize,
+    sync_flags: i32,
+) -> Result {
+    let lower = inode.data_file_rw().ok_or(EBADF)?;
+    let end = pos + len as i64;
+    let new_size = inode.size().max(end);
+    let folios = lock_range(inode, pos, end, false)?;
+    let result = (|| -> Result {
+        let (Some(first), Some(last)) = (folios.first(), folios.last()) else {
+            return Err(EINVAL);
+        };
+        let io_start = first.folio.pos();
+        let io_end = (last.folio.pos() + last.folio.size() as i64).min(new_size);
+        // The bytes around the chunk must be the file's current ones.
+        for edge in [first, last] {
+            let folio = &edge.folio;
+            let whole = pos <= folio.pos() && folio.pos() + folio.size() as i64 <= end;
+            if !folio.is_uptodate() && !whole {
+                aops::fill(inode, folio)?;
+                folio.mark_uptodate();
+            }
+        }
+        let mut bounce = UserBounce::new((io_end - io_start) as usize)?;
+        if pos > io_start {
+            bounce.copy_from_folio(&first.folio, 0, 0, (pos - io_start) as usize)?;
+        }
+        bounce.fill_at((pos - io_start) as usize, iter, len)?;
+        if io_end > end {
+            let from = (end - last.folio.pos()) as usize;
+            let result = bounce.copy_from_folio(
+                &last.folio,
+                from,
+                (end - io_start) as usize,
+                (io_end - end) as usize,
+            );
+            if let Err(e) = result {
+                // SAFETY: `fill_at` consumed exactly `len` bytes of `iter`.
+                unsafe { iter.revert(len) };
+                return Err(e);
+            }
+        }
+        let io_len = (io_end - io_start) as usize;
+        let direct = match aops::direct_alignment(inode, lower) {
+            Some(align) => round_down(io_len as u64, align).map_err(|_| EINVAL)? as usize,
+            None => 0,
+        };
+        let written = inode.super_block().as_mounter(|| -> Result {
+            if direct > 0 {
+                let n = lower.write_bounce(io_start, &bounce, 0, direct, true, sync_flags)?;
+                if n != direct {
+                    return Err(EIO);
+                }
+            }
+            if direct < io_len {
+                let tail_pos = io_start + direct as i64;
+                let n = lower.write_bounce(
+                    tail_pos,
+                    &bounce,
+                    direct,
+                    io_len - direct,
+                    false,
+                    sync_flags,
+                )?;
+                if n != io_len - direct {
+                    return Err(EIO);
+                }
+                // Writethrough: the tail block must reach the device too, not only the
+                // lower's page cache.
+                lower.write_and_wait(tail_pos, io_end - 1)?;
+            }
+            Ok(())
+        });
+        if let Err(e) = written {
+            // SAFETY: `fill_at` consumed exactly `len` bytes of `iter`.
+            unsafe { iter.revert(len) };
+            return Err(e);
+        }
+        publish(inode, &folios, &bounce, io_start, pos, end);
+        if end > inode.size() {
+            inode.set_size(end);
+        }
+        Ok(())
+    })();
+    if result.is_err() {
+        // The device may hold part of the chunk: dirty the folios again, so that writeback
+        // brings the device back to what the page cache (and readers) have.
+        for f in &folios {
+            if f.folio.is_uptodate() {
+                f.folio.mark_dirty();
+            }
+        }
+    }
+    drop(folios);
+    result
 }
 
 /// A folio of the range, locked, and whether its dirty flag was cleared for this write.
@@ -164,7 +278,7 @@ fn untorn_write(
         inode.zero_beyond_eof(old_size);
     }
     let end = pos + count as i64;
-    let folios = match lock_range(inode, pos, end) {
+    let folios = match lock_range(inode, pos, end, true) {
         Ok(folios) => folios,
         Err(e) => {
             iter_restore(iter, &bounce);
@@ -176,7 +290,7 @@ fn untorn_write(
         .as_mounter(|| lower.write_atomic(pos, &bounce, kiocb.sync_flags()));
     let result = match written {
         Ok(n) if n == count => {
-            publish(inode, &folios, &bounce, pos, end);
+            publish(inode, &folios, &bounce, pos, pos, end);
             if end > inode.size() {
                 inode.set_size(end);
             }
@@ -237,7 +351,12 @@ fn iter_restore(iter: &mut UserIter, bounce: &UserBounce) {
 /// Locks the folios of `[pos, end)` in ascending order, waits for their writeback, and clears
 /// the dirty ones; the parts of those outside the range go to the lower first, so that the
 /// untorn write is the only change to the range's units.
-fn lock_range(inode: &Inode<Untorn>, pos: i64, end: i64) -> Result<KVec<RangeFolio>> {
+fn lock_range(
+    inode: &Inode<Untorn>,
+    pos: i64,
+    end: i64,
+    write_outside_first: bool,
+) -> Result<KVec<RangeFolio>> {
     let mut folios = KVec::new();
     let mut at = pos;
     while at < end {
@@ -246,7 +365,7 @@ fn lock_range(inode: &Inode<Untorn>, pos: i64, end: i64) -> Result<KVec<RangeFol
         let was_dirty = folio.clear_dirty_for_io();
         at = folio.pos() + folio.size() as i64;
         let entry = RangeFolio { folio, was_dirty };
-        if was_dirty {
+        if was_dirty && write_outside_first {
             if let Err(e) = write_outside(inode, &entry.folio, pos, end) {
                 entry.folio.mark_dirty();
                 return Err(e);
@@ -276,7 +395,15 @@ fn write_outside(inode: &Inode<Untorn>, folio: &OwnedLockedFolio, pos: i64, end:
 
 /// Copies the written data into the folios that hold valid data or are wholly covered, inside
 /// the publication slot of the write's window (an untorn write lies inside one window).
-fn publish(inode: &Inode<Untorn>, folios: &[RangeFolio], bounce: &UserBounce, pos: i64, end: i64) {
+/// `bounce` holds the file's bytes from `base`; `[pos, end)` is the written range.
+fn publish(
+    inode: &Inode<Untorn>,
+    folios: &[RangeFolio],
+    bounce: &UserBounce,
+    base: i64,
+    pos: i64,
+    end: i64,
+) {
     let data = &inode.super_block().info().data;
     let slot = Slot::of(inode.lower().ino(), pos as u64);
     data.publication().publish(slot, || {
@@ -292,7 +419,7 @@ fn publish(inode: &Inode<Untorn>, folios: &[RangeFolio], bounce: &UserBounce, po
             let copied = bounce.copy_to_folio(
                 folio,
                 (from - fpos) as usize,
-                (from - pos) as usize,
+                (from - base) as usize,
                 (to - from) as usize,
             );
             if copied.is_ok() && whole {

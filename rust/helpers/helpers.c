@@ -282,6 +282,42 @@ size_t untorn_helper_bounce_fill(struct page **pages, size_t len, struct iov_ite
 	return done;
 }
 
+/* Copies len bytes from the user into the pinned bounce pages from offset; returns the bytes. */
+size_t untorn_helper_bounce_fill_at(struct page **pages, size_t offset, size_t len,
+				    struct iov_iter *from)
+{
+	size_t done = 0;
+
+	while (done < len) {
+		size_t in_page = offset_in_page(offset + done);
+		size_t chunk = min_t(size_t, PAGE_SIZE - in_page, len - done);
+		size_t copied = copy_page_from_iter(pages[(offset + done) >> PAGE_SHIFT], in_page,
+						    chunk, from);
+
+		done += copied;
+		if (copied < chunk)
+			break;
+	}
+	return done;
+}
+
+void untorn_helper_bounce_from_folio(struct folio *folio, size_t folio_offset,
+				     struct page **pages, size_t bounce_offset, size_t len)
+{
+	while (len) {
+		struct page *page = pages[bounce_offset >> PAGE_SHIFT];
+		size_t in_page = offset_in_page(bounce_offset);
+		size_t chunk = min_t(size_t, len, PAGE_SIZE - in_page);
+		void *to = kmap_local_page(page);
+
+		memcpy_from_folio(to + in_page, folio, folio_offset, chunk);
+		kunmap_local(to);
+		folio_offset += chunk;
+		bounce_offset += chunk;
+		len -= chunk;
+	}
+}
+
 void untorn_helper_bounce_to_folio(struct folio *folio, size_t folio_offset, struct page **pages,
 				   size_t bounce_offset, size_t len)
 {

@@ -99,6 +99,10 @@ struct folio *untorn_helper_write_begin_get_folio(struct address_space *mapping,
 bool untorn_helper_current_has_mm(void);
 long untorn_helper_bounce_map(size_t len);
 size_t untorn_helper_bounce_fill(struct page **pages, size_t len, struct iov_iter *from);
+size_t untorn_helper_bounce_fill_at(struct page **pages, size_t offset, size_t len,
+				    struct iov_iter *from);
+void untorn_helper_bounce_from_folio(struct folio *folio, size_t folio_offset,
+				     struct page **pages, size_t bounce_offset, size_t len);
 void untorn_helper_bounce_to_folio(struct folio *folio, size_t folio_offset, struct page **pages,
 				   size_t bounce_offset, size_t len);
 void untorn_helper_folio_wait_writeback(struct folio *folio);

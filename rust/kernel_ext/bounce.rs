@@ -111,6 +111,54 @@ impl UserBounce {
         Ok(())
     }
 
+    /// Copies `len` bytes from `iter` to `offset` of the buffer, all or nothing: on a fault part
+    /// way the iterator is restored and the error is `EFAULT`.
+    pub fn fill_at(&mut self, offset: usize, iter: &mut UserIter, len: usize) -> Result {
+        if offset.checked_add(len).is_none_or(|end| end > self.len) || iter.count() < len {
+            return Err(EINVAL);
+        }
+        // SAFETY: The range is inside the buffer (checked above), whose pages are pinned (type
+        // invariant); `iter` is the VFS's iterator.
+        let copied = unsafe {
+            ext::untorn_helper_bounce_fill_at(self.pages.as_mut_ptr(), offset, len, iter.as_ptr())
+        };
+        if copied != len {
+            // SAFETY: `copied` bytes were just consumed from `iter`.
+            unsafe { iter.revert(copied) };
+            return Err(EFAULT);
+        }
+        Ok(())
+    }
+
+    /// Copies `len` bytes of the locked `folio` from `folio_offset` to `offset` of the buffer.
+    pub fn copy_from_folio(
+        &mut self,
+        folio: &impl FolioLock,
+        folio_offset: usize,
+        offset: usize,
+        len: usize,
+    ) -> Result {
+        let in_folio = folio_offset
+            .checked_add(len)
+            .is_some_and(|end| end <= folio.size());
+        let in_buffer = offset.checked_add(len).is_some_and(|end| end <= self.len);
+        if !in_folio || !in_buffer {
+            return Err(EINVAL);
+        }
+        // SAFETY: Both ranges were checked above; the folio is locked by us (`FolioLock`) and
+        // the pages are pinned (type invariant).
+        unsafe {
+            ext::untorn_helper_bounce_from_folio(
+                folio.as_ptr(),
+                folio_offset,
+                self.pages.as_mut_ptr(),
+                offset,
+                len,
+            )
+        };
+        Ok(())
+    }
+
     /// Copies `len` bytes from `offset` of the buffer into the locked `folio` at
     /// `folio_offset`.
     pub fn copy_to_folio(

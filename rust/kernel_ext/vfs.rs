@@ -749,6 +749,52 @@ impl LowerFile {
         self.rw_flags(pos, iter, flags, true)
     }
 
+    /// A plain write of `len` bytes of the pinned bounce buffer `bounce` from `offset`, at
+    /// `pos`, direct if `direct`, plus `sync_flags`; returns the bytes written.
+    pub fn write_bounce(
+        &self,
+        pos: i64,
+        bounce: &super::bounce::UserBounce,
+        offset: usize,
+        len: usize,
+        direct: bool,
+        sync_flags: i32,
+    ) -> Result<usize> {
+        if offset
+            .checked_add(len)
+            .is_none_or(|end| end > bounce.size())
+        {
+            return Err(EINVAL);
+        }
+        let mut iter = core::mem::MaybeUninit::<bindings::iov_iter>::uninit();
+        // SAFETY: Initialises the whole iterator over a range of the bounce buffer (checked
+        // above), mapped in the current address space for this synchronous call.
+        let iter = unsafe {
+            ext::untorn_helper_iov_iter_ubuf(
+                iter.as_mut_ptr(),
+                bindings::ITER_SOURCE,
+                bounce.user_addr().cast::<u8>().add(offset).cast(),
+                len,
+            );
+            iter.assume_init_mut()
+        };
+        let direct = if direct {
+            bindings::IOCB_DIRECT as i32
+        } else {
+            0
+        };
+        self.rw_flags(pos, iter, direct | sync_flags, true)
+    }
+
+    /// Writes back and waits for the lower's own page cache of this file in `start..=end`
+    /// (`filemap_write_and_wait_range()`).
+    pub fn write_and_wait(&self, start: i64, end: i64) -> Result {
+        // SAFETY: A live file; its mapping lives as long as the file.
+        to_result(unsafe {
+            bindings::filemap_write_and_wait_range((*self.as_ptr()).f_mapping, start, end)
+        })
+    }
+
     fn rw_flags(
         &self,
         pos: i64,
