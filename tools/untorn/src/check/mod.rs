@@ -12,6 +12,7 @@
 mod foundation;
 mod pressure;
 mod stacking;
+mod writethrough;
 
 use anyhow::{anyhow, Context as _, Result};
 use std::{
@@ -266,7 +267,13 @@ pub fn all_tests(env: &Env) -> Result<Vec<Test>> {
     } else {
         foundation::tests(env)?
     };
-    tests.extend(stacking::tests(env));
+    // The memory-pressure tests stay last: a hang there ends the run.
+    let (pressure, stacked): (Vec<Test>, Vec<Test>) = stacking::tests(env)
+        .into_iter()
+        .partition(|t| t.name.starts_with("pressure/"));
+    tests.extend(stacked);
+    tests.extend(writethrough::tests(env));
+    tests.extend(pressure);
     Ok(tests)
 }
 
