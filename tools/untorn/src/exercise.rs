@@ -11,6 +11,12 @@
 //!
 //! With `--no-mount` it runs on a plain directory, which validates the exerciser itself
 //! against XFS or ext4.
+//!
+//! With `--atomic-ops` it also sets files' writethrough mode (`UNTORN_IOC_SET_MODE`) and makes
+//! buffered `RWF_ATOMIC` writes of power-of-two sizes, mostly naturally aligned, sometimes not;
+//! the expected outcome of each (written, `EINVAL` or `EOPNOTSUPP`) follows from the limits
+//! `statx` reports for the file and `lib/untorn_logic`'s atomic-write rules, and a refused
+//! write must change nothing. (Off by default, so that earlier seeds replay the same.)
 
 use crate::sys::{self, Mapping};
 use anyhow::{bail, Context, Result};
@@ -24,7 +30,12 @@ use std::{
     path::{Path, PathBuf},
     time::{Duration, Instant},
 };
-use untorn_logic::rng::{hash, SplitMix64};
+use untorn_logic::{
+    atomic_write::{self, AtomicWriteLimits},
+    mount_options::FileMode,
+    rng::{hash, SplitMix64},
+    uapi::UntornMode,
+};
 
 /// How many of the last operations a failure report shows.
 const LOG_LEN: usize = 40;
@@ -47,6 +58,8 @@ pub struct Options {
     pub mount_options: String,
     /// Include cache drops (system-wide, so host tests leave them out).
     pub drop_caches: bool,
+    /// Include mode changes and `RWF_ATOMIC` writes.
+    pub atomic_ops: bool,
 }
 
 impl Default for Options {
@@ -60,6 +73,7 @@ impl Default for Options {
             mount: true,
             mount_options: String::new(),
             drop_caches: true,
+            atomic_ops: false,
         }
     }
 }
@@ -122,6 +136,18 @@ pub enum Op {
     /// Unmount and mount again (with `--no-mount`: close and reopen the files).
     Remount,
     DropCaches,
+    /// `UNTORN_IOC_SET_MODE` to writethrough or off (nothing with `--no-mount`).
+    SetMode {
+        file: usize,
+        writethrough: bool,
+    },
+    /// `pwritev2(RWF_ATOMIC)` on the buffered descriptor; refused unless the shape and the
+    /// file's limits allow it.
+    AtomicWrite {
+        file: usize,
+        offset: u64,
+        len: u64,
+    },
 }
 
 impl Op {
@@ -143,6 +169,14 @@ impl Op {
             Op::Verify { .. } => "verify",
             Op::Remount => "remount",
             Op::DropCaches => "drop_caches",
+            Op::SetMode {
+                writethrough: true, ..
+            } => "set_mode_writethrough",
+            Op::SetMode {
+                writethrough: false,
+                ..
+            } => "set_mode_off",
+            Op::AtomicWrite { .. } => "atomic_write",
         }
     }
 }
@@ -184,6 +218,14 @@ impl fmt::Display for Op {
             Op::Verify { file } => write!(f, "verify file {file}"),
             Op::Remount => write!(f, "remount"),
             Op::DropCaches => write!(f, "drop caches"),
+            Op::SetMode { file, writethrough } => write!(
+                f,
+                "set mode {} file {file}",
+                if writethrough { "writethrough" } else { "off" }
+            ),
+            Op::AtomicWrite { file, offset, len } => {
+                write!(f, "RWF_ATOMIC write file {file} [{offset}, +{len})")
+            }
         }
     }
 }
@@ -204,7 +246,7 @@ impl Model {
     /// Applies `op` (with `data` the bytes of a write or mmap write) to the model.
     pub fn apply(&mut self, op: &Op, data: &[u8]) {
         match *op {
-            Op::Write { file, offset, .. } => {
+            Op::Write { file, offset, .. } | Op::AtomicWrite { file, offset, .. } => {
                 let content = &mut self.files[file];
                 let (start, end) = (offset as usize, offset as usize + data.len());
                 if content.len() < end {
@@ -240,7 +282,8 @@ impl Model {
             | Op::Fsync { .. }
             | Op::Verify { .. }
             | Op::Remount
-            | Op::DropCaches => {}
+            | Op::DropCaches
+            | Op::SetMode { .. } => {}
         }
     }
 
@@ -257,6 +300,7 @@ impl Model {
 pub struct Generator {
     rng: SplitMix64,
     max_size: u64,
+    atomic_ops: bool,
 }
 
 impl Generator {
@@ -264,7 +308,35 @@ impl Generator {
         Self {
             rng: SplitMix64::new(seed),
             max_size: max_size.max(1),
+            atomic_ops: false,
         }
+    }
+
+    /// Also draws [`Op::SetMode`] and [`Op::AtomicWrite`] (with the same seed, the other
+    /// operations then differ).
+    pub fn with_atomic_ops(mut self, on: bool) -> Self {
+        self.atomic_ops = on;
+        self
+    }
+
+    /// An `RWF_ATOMIC` write: a power of two from 512 bytes to 1 MiB, mostly naturally
+    /// aligned near or past EOF, sometimes misaligned or of a length that is not a power of
+    /// two; within `max_size`.
+    fn atomic_write(&mut self, file: usize, size: u64) -> Op {
+        let cap = 1u64 << (63 - self.max_size.leading_zeros()).min(20);
+        let mut len = (512u64 << self.below(12)).min(cap);
+        let slots = (self.max_size / len).max(1);
+        let mut offset = match self.below(8) {
+            0 => {
+                len += 512 * (1 + self.below(3));
+                0
+            }
+            1 => 512.min(len / 2).max(1) + self.below(slots) * len,
+            _ => self.below((size / len + 2).min(slots)) * len,
+        };
+        len = len.min(self.max_size);
+        offset = offset.min(self.max_size - len);
+        Op::AtomicWrite { file, offset, len }
     }
 
     fn below(&mut self, bound: u64) -> u64 {
@@ -304,7 +376,7 @@ impl Generator {
     pub fn next(&mut self, sizes: &[u64]) -> Op {
         let file = self.below(sizes.len() as u64) as usize;
         let size = sizes[file];
-        let roll = self.below(100);
+        let roll = self.below(if self.atomic_ops { 112 } else { 100 });
         match roll {
             0..=29 => {
                 let len = self.length();
@@ -365,7 +437,12 @@ impl Generator {
             },
             85..=93 => Op::Verify { file },
             94..=96 => Op::Remount,
-            _ => Op::DropCaches,
+            97..=99 => Op::DropCaches,
+            100..=102 => Op::SetMode {
+                file,
+                writethrough: self.below(3) != 0,
+            },
+            _ => self.atomic_write(file, size),
         }
     }
 }
@@ -373,7 +450,7 @@ impl Generator {
 /// The bytes a write or mmap write of operation number `n` puts down.
 fn op_data(seed: u64, n: u64, op: &Op) -> Vec<u8> {
     match *op {
-        Op::Write { len, .. } | Op::MmapWrite { len, .. } => {
+        Op::Write { len, .. } | Op::MmapWrite { len, .. } | Op::AtomicWrite { len, .. } => {
             pattern(hash(seed, n, 0x7772_6974, 0), len as usize)
         }
         _ => Vec::new(),
@@ -403,6 +480,10 @@ pub struct Summary {
     pub files: usize,
     pub max_size: u64,
     pub mounted: bool,
+    /// Whether mode changes and `RWF_ATOMIC` writes were drawn.
+    pub atomic_ops: bool,
+    /// `RWF_ATOMIC` writes refused as expected (`EINVAL`, `EOPNOTSUPP`).
+    pub atomic_refused: u64,
     pub lower: String,
     pub counts: BTreeMap<&'static str, u64>,
     pub bytes_written: u64,
@@ -419,11 +500,14 @@ impl Summary {
 
     /// One line for logs.
     pub fn line(&self) -> String {
-        let counts: Vec<String> = self
+        let mut counts: Vec<String> = self
             .counts
             .iter()
             .map(|(k, v)| format!("{k} {v}"))
             .collect();
+        if self.atomic_ops {
+            counts.push(format!("atomic_write refused {}", self.atomic_refused));
+        }
         format!(
             "exercise: seed {}, {} ops in {:.1} s on {} ({}), {:.1} MiB written, {:.1} MiB \
              verified{}: {}",
@@ -463,10 +547,11 @@ impl Summary {
             out += &format!("  {line}\n");
         }
         out += &format!(
-            "replay: untorn exercise --seed {} --files {} --max-size {} --ops {} ...",
+            "replay: untorn exercise --seed {} --files {} --max-size {}{} --ops {} ...",
             self.seed,
             self.files,
             self.max_size,
+            if self.atomic_ops { " --atomic-ops" } else { "" },
             // Operation 0 is the final check, after all of them.
             if f.op_number == 0 {
                 self.ops
@@ -578,10 +663,33 @@ impl Workload<'_> {
         }
     }
 
+    /// The atomic write limits of file `file` for a buffered `RWF_ATOMIC` write: what `statx`
+    /// reports through untorn; none on a plain directory, whose filesystem refuses buffered
+    /// `RWF_ATOMIC`.
+    fn atomic_limits(&self, file: usize) -> Result<AtomicWriteLimits, Problem> {
+        if !self.options.mount {
+            return Ok(AtomicWriteLimits::NONE);
+        }
+        let stx = sys::statx(&self.path(file), sys::STATX_WRITE_ATOMIC)?;
+        if stx.stx_mask & sys::STATX_WRITE_ATOMIC == 0 {
+            return Ok(AtomicWriteLimits::NONE);
+        }
+        AtomicWriteLimits::new(stx.stx_atomic_write_unit_min, stx.stx_atomic_write_unit_max)
+            .ok_or_else(|| Problem {
+                file: Some(file),
+                first_difference: None,
+                message: format!(
+                    "statx reports invalid atomic limits {}..{}",
+                    stx.stx_atomic_write_unit_min, stx.stx_atomic_write_unit_max
+                ),
+            })
+    }
+
     /// Runs one operation, checking what it reads against `model` (the state before the
-    /// operation; the caller applies the operation to the model once it succeeded). Returns
-    /// the number of bytes it checked.
-    fn run(&mut self, op: &Op, data: &[u8], model: &Model) -> Result<u64, Problem> {
+    /// operation; the caller applies the operation to the model if it changed the files).
+    /// Returns the number of bytes it checked and whether it changed the files (false for
+    /// an `RWF_ATOMIC` write refused as expected).
+    fn run(&mut self, op: &Op, data: &[u8], model: &Model) -> Result<(u64, bool), Problem> {
         let in_file = |file: usize| {
             move |e: io::Error| Problem {
                 file: Some(file),
@@ -597,7 +705,7 @@ impl Workload<'_> {
                 let got = crate::sys::read_range(&self.files[file], offset, len as usize)
                     .map_err(in_file(file))?;
                 compare(file, offset, &got, model.read(file, offset, len))?;
-                return Ok(got.len() as u64);
+                return Ok((got.len() as u64, true));
             }
             Op::Truncate { file, size } => self.files[file].set_len(size).map_err(in_file(file))?,
             Op::Fallocate {
@@ -649,7 +757,11 @@ impl Workload<'_> {
                 }
                 .map_err(in_file(file))?
             }
-            Op::Verify { file } => return self.verify(file, model, &self.path(file)),
+            Op::Verify { file } => {
+                return self
+                    .verify(file, model, &self.path(file))
+                    .map(|n| (n, true))
+            }
             Op::Remount => {
                 self.umount()?;
                 self.mount()?;
@@ -658,8 +770,58 @@ impl Workload<'_> {
             Op::DropCaches => {
                 self.drop_caches()?;
             }
+            Op::SetMode { file, writethrough } => {
+                if self.options.mount {
+                    let mode = UntornMode {
+                        mode: if writethrough {
+                            FileMode::WRITETHROUGH
+                        } else {
+                            FileMode::OFF
+                        },
+                        ..UntornMode::default()
+                    };
+                    sys::set_mode(&self.files[file], &mode).map_err(|e| Problem {
+                        file: Some(file),
+                        first_difference: None,
+                        message: format!("UNTORN_IOC_SET_MODE: {}", sys::describe(&e)),
+                    })?;
+                }
+            }
+            Op::AtomicWrite { file, offset, len } => {
+                let limits = self.atomic_limits(file)?;
+                let expected = atomic_write::check(offset, len, &limits);
+                let result = sys::pwritev2(
+                    &self.files[file],
+                    &[io::IoSlice::new(data)],
+                    offset,
+                    sys::RWF_ATOMIC,
+                );
+                return match (expected, result) {
+                    (Ok(()), Ok(n)) if n as u64 == len => Ok((0, true)),
+                    (Err(e), Err(got)) if got.raw_os_error() == Some(e.errno()) => Ok((0, false)),
+                    // A plain filesystem that learnt buffered atomic writes.
+                    (Err(_), Ok(n)) if !self.options.mount && n as u64 == len => Ok((0, true)),
+                    (expected, got) => Err(Problem {
+                        file: Some(file),
+                        first_difference: None,
+                        message: format!(
+                            "RWF_ATOMIC write: {}, expected {} (statx limits {}..{})",
+                            match got {
+                                Ok(n) => format!("{n} bytes written"),
+                                Err(e) => sys::describe(&e),
+                            },
+                            match expected {
+                                Ok(()) => format!("{len} bytes written"),
+                                Err(e) => format!("{e:?}: {}", sys::errno_name(e.errno())),
+                            },
+                            limits.unit_min(),
+                            limits.unit_max()
+                        ),
+                    }),
+                };
+            }
         }
-        Ok(0)
+        Ok((0, true))
     }
 
     /// Checks the size and whole content of `path` (file number `file`) with a fresh
@@ -756,7 +918,8 @@ pub fn run(lower: &Path, mountpoint: &Path, options: &Options, progress: bool) -
 fn exercise(work: &mut Workload, options: &Options, progress: bool) -> Result<Summary> {
     work.open_all(true).context("cannot create the files")?;
     let mut model = Model::new(options.files);
-    let mut generator = Generator::new(options.seed, options.max_size);
+    let mut generator =
+        Generator::new(options.seed, options.max_size).with_atomic_ops(options.atomic_ops);
     let mut log: VecDeque<String> = VecDeque::with_capacity(LOG_LEN);
     let mut summary = Summary {
         seed: options.seed,
@@ -765,6 +928,8 @@ fn exercise(work: &mut Workload, options: &Options, progress: bool) -> Result<Su
         files: options.files,
         max_size: options.max_size,
         mounted: options.mount,
+        atomic_ops: options.atomic_ops,
+        atomic_refused: 0,
         lower: String::new(),
         counts: BTreeMap::new(),
         bytes_written: 0,
@@ -802,15 +967,21 @@ fn exercise(work: &mut Workload, options: &Options, progress: bool) -> Result<Su
         }
         log.push_back(format!("{n}: {op}"));
         match work.run(&op, &data, &model) {
-            Ok(verified) => summary.bytes_verified += verified,
+            Ok((verified, applied)) => {
+                summary.bytes_verified += verified;
+                if applied {
+                    model.apply(&op, &data);
+                    summary.bytes_written += data.len() as u64;
+                } else {
+                    summary.atomic_refused += 1;
+                }
+            }
             Err(p) => {
                 summary.failure = failure(&summary, n, op.to_string(), p, &log);
                 break;
             }
         }
-        model.apply(&op, &data);
         summary.ops = n;
-        summary.bytes_written += data.len() as u64;
         *summary.counts.entry(op.kind()).or_default() += 1;
         if let Some(bar) = &bar {
             if n % 64 == 0 {
@@ -1197,6 +1368,56 @@ mod tests {
         let summary = run(&dir.0, Path::new("/nonexistent"), &options, false).expect("run");
         assert!(summary.passed(), "{}", summary.failure_report());
         assert_eq!(summary.ops, 1500);
+    }
+
+    #[test]
+    fn a_run_with_atomic_ops_on_a_plain_directory_passes() {
+        // The plain filesystem refuses buffered RWF_ATOMIC (or, on a future kernel, takes
+        // it); mode changes are left out without untorn.
+        let dir = TempDir::new("atomic-run");
+        let options = Options {
+            seed: 12,
+            max_ops: Some(800),
+            files: 3,
+            max_size: 256 << 10,
+            mount: false,
+            drop_caches: false,
+            atomic_ops: true,
+            ..Options::default()
+        };
+        let summary = run(&dir.0, Path::new("/nonexistent"), &options, false).expect("run");
+        assert!(summary.passed(), "{}", summary.failure_report());
+        assert!(summary.counts.get("atomic_write").copied().unwrap_or(0) > 0);
+    }
+
+    #[test]
+    fn atomic_ops_are_drawn_only_when_asked_and_stay_within_bounds() {
+        let max = 300_000;
+        let mut plain = Generator::new(5, max);
+        let mut atomic = Generator::new(5, max).with_atomic_ops(true);
+        let sizes = [0u64, 5000, 100_000, 299_000];
+        let (mut shapes, mut set_modes) = (std::collections::BTreeSet::new(), 0);
+        for _ in 0..20_000 {
+            let op = plain.next(&sizes);
+            assert!(
+                !matches!(op, Op::AtomicWrite { .. } | Op::SetMode { .. }),
+                "{op}"
+            );
+            match atomic.next(&sizes) {
+                Op::AtomicWrite { offset, len, .. } => {
+                    assert!(len > 0 && offset + len <= max, "[{offset}, +{len})");
+                    let limits = AtomicWriteLimits::new(512, 1 << 20).expect("valid limits");
+                    shapes.insert(format!("{:?}", atomic_write::check(offset, len, &limits)));
+                }
+                Op::SetMode { .. } => set_modes += 1,
+                _ => {}
+            }
+        }
+        // Accepted writes, and each kind of refusal the shape can earn.
+        for want in ["Ok(())", "Err(NotPowerOfTwo)", "Err(Misaligned)"] {
+            assert!(shapes.contains(want), "no {want} in {shapes:?}");
+        }
+        assert!(set_modes > 0);
     }
 
     #[test]

@@ -9,6 +9,7 @@ mod check;
 mod exercise;
 mod guest;
 mod limits;
+mod mode;
 mod sys;
 mod table;
 
@@ -56,6 +57,24 @@ enum Command {
         #[arg(long)]
         pressure: bool,
     },
+    /// Show or set the writethrough mode of files on an untorn mount.
+    ///
+    /// Without a flag, shows each file's persistent mode and its effective mode (after the
+    /// mount's writethrough= option). Setting needs the file's owner or CAP_FOWNER.
+    Mode {
+        /// Write the files through (persistent: stored on the lower file).
+        #[arg(long, conflicts_with = "off")]
+        writethrough: bool,
+        /// Back to ordinary buffered writes.
+        #[arg(long)]
+        off: bool,
+        /// Print JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+        /// Files on an untorn mount.
+        #[arg(required = true)]
+        files: Vec<PathBuf>,
+    },
     /// Random operations on a few files through untorn, every read checked against a model of
     /// their content; exits non-zero on the first mismatch.
     Exercise {
@@ -90,6 +109,10 @@ enum Command {
         /// Work directly in the lower directory, without untorn (to check the exerciser).
         #[arg(long)]
         no_mount: bool,
+        /// Also set files' writethrough mode and make buffered RWF_ATOMIC writes (checking
+        /// each one's outcome against the limits statx reports).
+        #[arg(long)]
+        atomic_ops: bool,
         /// Print the summary as JSON.
         #[arg(long)]
         json: bool,
@@ -170,6 +193,19 @@ fn run(cli: Cli) -> Result<ExitCode> {
                 ExitCode::FAILURE
             })
         }
+        Command::Mode {
+            writethrough,
+            off,
+            json,
+            files,
+        } => {
+            let set = match (writethrough, off) {
+                (true, _) => Some(untorn_logic::mount_options::FileMode::Writethrough),
+                (_, true) => Some(untorn_logic::mount_options::FileMode::Off),
+                _ => None,
+            };
+            mode::run(&files, set, json)
+        }
         Command::Exercise {
             lower,
             mountpoint,
@@ -181,6 +217,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
             max_size,
             options,
             no_mount,
+            atomic_ops,
             json,
             modules,
         } => {
@@ -193,6 +230,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
                 mount: !no_mount,
                 mount_options: options,
                 drop_caches: true,
+                atomic_ops,
             };
             // Held until the end: the scratch filesystem and the module are undone on drop.
             let mut scratch_mount = None;

@@ -651,3 +651,294 @@ pub fn read_range(file: &File, offset: u64, len: usize) -> io::Result<Vec<u8>> {
     buf.truncate(done);
     Ok(buf)
 }
+
+/// The symbolic name of an errno, for messages (`ENOTTY`), or `errno N`.
+pub fn errno_name(errno: i32) -> String {
+    let name = match errno {
+        libc::EPERM => "EPERM",
+        libc::ENOENT => "ENOENT",
+        libc::EIO => "EIO",
+        libc::EBADF => "EBADF",
+        libc::EAGAIN => "EAGAIN",
+        libc::ENOMEM => "ENOMEM",
+        libc::EACCES => "EACCES",
+        libc::EFAULT => "EFAULT",
+        libc::EBUSY => "EBUSY",
+        libc::EEXIST => "EEXIST",
+        libc::ENOTDIR => "ENOTDIR",
+        libc::EISDIR => "EISDIR",
+        libc::EINVAL => "EINVAL",
+        libc::ENOTTY => "ENOTTY",
+        libc::EFBIG => "EFBIG",
+        libc::ENOSPC => "ENOSPC",
+        libc::EROFS => "EROFS",
+        libc::ENODATA => "ENODATA",
+        libc::EOPNOTSUPP => "EOPNOTSUPP",
+        libc::EDQUOT => "EDQUOT",
+        _ => return format!("errno {errno}"),
+    };
+    name.to_string()
+}
+
+/// An `io::Error` as `EINVAL (Invalid argument)`, or its text if it carries no errno.
+pub fn describe(e: &io::Error) -> String {
+    match e.raw_os_error() {
+        Some(errno) => format!(
+            "{} ({})",
+            errno_name(errno),
+            io::Error::from_raw_os_error(errno)
+        ),
+        None => e.to_string(),
+    }
+}
+
+/// `ioctl(fd, UNTORN_IOC_GET_MODE, &mode)`: the file's untorn mode.
+pub fn get_mode(file: &File) -> io::Result<untorn_logic::uapi::UntornMode> {
+    let mut mode = untorn_logic::uapi::UntornMode::default();
+    // SAFETY: `mode` is a writable `struct untorn_mode`, the size the request encodes.
+    check(unsafe {
+        libc::ioctl(
+            file.as_raw_fd(),
+            untorn_logic::uapi::UNTORN_IOC_GET_MODE as libc::Ioctl,
+            &mut mode as *mut untorn_logic::uapi::UntornMode,
+        )
+    })?;
+    Ok(mode)
+}
+
+/// `ioctl(fd, UNTORN_IOC_SET_MODE, &mode)`.
+pub fn set_mode(file: &File, mode: &untorn_logic::uapi::UntornMode) -> io::Result<()> {
+    // SAFETY: `mode` is a readable `struct untorn_mode`, the size the request encodes; the
+    // kernel only reads it.
+    check(unsafe {
+        libc::ioctl(
+            file.as_raw_fd(),
+            untorn_logic::uapi::UNTORN_IOC_SET_MODE as libc::Ioctl,
+            mode as *const untorn_logic::uapi::UntornMode,
+        )
+    })
+    .map(drop)
+}
+
+impl BadAddresses {
+    /// `ioctl(fd, request, addr)` with one of our bad addresses as the argument.
+    pub fn ioctl(&self, file: &File, request: u32, addr: usize) -> io::Result<i32> {
+        self.ensure_ours(addr)?;
+        // SAFETY: `addr` is one of ours, which no Rust object occupies: the kernel faults on it
+        // (or, were it ever mapped, reads or writes where nothing of ours lives).
+        check(unsafe { libc::ioctl(file.as_raw_fd(), request as libc::Ioctl, addr) })
+    }
+}
+
+/// A user buffer of which only the first `mapped` bytes are readable and writable; the rest,
+/// up to `len`, faults: a copy from it faults part way.
+pub struct PartlyMapped {
+    addr: *mut libc::c_void,
+    mapped: usize,
+    len: usize,
+    tail: Tail,
+}
+
+/// What the faulting tail of a [`PartlyMapped`] buffer is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Tail {
+    /// Unmapped again after the mapping was made (another mapping could land there later,
+    /// which the tests rule out by checking the outcome).
+    Unmapped,
+    /// Kept mapped `PROT_NONE`, so that nothing else can be mapped there.
+    ProtNone,
+}
+
+impl PartlyMapped {
+    /// `len` bytes from a fresh anonymous mapping, the pages from `mapped` on made to fault as
+    /// `tail` says. Both must be multiples of the page size, `mapped < len`.
+    pub fn new(mapped: usize, len: usize, tail: Tail) -> io::Result<Self> {
+        let page = page_size();
+        if mapped % page != 0 || len % page != 0 || mapped >= len {
+            return Err(io::Error::from_raw_os_error(libc::EINVAL));
+        }
+        // SAFETY: A new anonymous mapping chosen by the kernel.
+        let addr = unsafe {
+            libc::mmap(
+                std::ptr::null_mut(),
+                len,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
+                -1,
+                0,
+            )
+        };
+        if addr == libc::MAP_FAILED {
+            return Err(io::Error::last_os_error());
+        }
+        // SAFETY: The tail of our own mapping, referred to by nothing.
+        let ret = unsafe {
+            let start = addr.cast::<u8>().add(mapped).cast();
+            match tail {
+                Tail::Unmapped => libc::munmap(start, len - mapped),
+                Tail::ProtNone => libc::mprotect(start, len - mapped, libc::PROT_NONE),
+            }
+        };
+        if ret != 0 {
+            let e = io::Error::last_os_error();
+            // SAFETY: Exactly our mapping.
+            unsafe { libc::munmap(addr, len) };
+            return Err(e);
+        }
+        Ok(Self {
+            addr,
+            mapped,
+            len,
+            tail,
+        })
+    }
+
+    /// The mapped head.
+    pub fn head_mut(&mut self) -> &mut [u8] {
+        // SAFETY: The first `mapped` bytes are our readable and writable mapping, borrowed
+        // exclusively through `self`.
+        unsafe { std::slice::from_raw_parts_mut(self.addr.cast::<u8>(), self.mapped) }
+    }
+
+    /// `pwritev2(fd, [whole buffer], offset, flags)`: the kernel faults after `mapped` bytes.
+    pub fn pwritev2(&self, file: &File, offset: u64, flags: i32) -> io::Result<usize> {
+        let iov = libc::iovec {
+            iov_base: self.addr,
+            iov_len: self.len,
+        };
+        let offset = libc::off_t::try_from(offset)
+            .map_err(|_| io::Error::from_raw_os_error(libc::EINVAL))?;
+        // SAFETY: The kernel only reads from the iovec's memory and checks it as user memory;
+        // the head is ours, and the tail is either reserved by us or unmapped.
+        check_size(unsafe { libc::pwritev2(file.as_raw_fd(), &iov, 1, offset, flags) })
+    }
+}
+
+impl Drop for PartlyMapped {
+    fn drop(&mut self) {
+        let len = match self.tail {
+            Tail::Unmapped => self.mapped,
+            Tail::ProtNone => self.len,
+        };
+        // SAFETY: What is left of our mapping, with no slice into it left.
+        unsafe { libc::munmap(self.addr, len) };
+    }
+}
+
+/// Reads up to `len` bytes at `offset` of the file at `path` with `O_DIRECT` (from the
+/// device, past any page cache), fewer only at end of file.
+pub fn read_direct_range(path: &Path, offset: u64, len: usize) -> io::Result<Vec<u8>> {
+    use std::os::unix::fs::{FileExt as _, OpenOptionsExt as _};
+    const ALIGN: u64 = 4096;
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_DIRECT)
+        .open(path)?;
+    let start = offset / ALIGN * ALIGN;
+    let end = (offset + len as u64).div_ceil(ALIGN) * ALIGN;
+    let span =
+        usize::try_from(end - start).map_err(|_| io::Error::from_raw_os_error(libc::EFBIG))?;
+    let mut buf = AlignedBuf::new(span, ALIGN as usize);
+    let slice = buf.as_mut_slice();
+    let mut done = 0;
+    while done < span {
+        let n = file.read_at(&mut slice[done..], start + done as u64)?;
+        if n == 0 {
+            break;
+        }
+        done += n;
+        if done as u64 % ALIGN != 0 {
+            // A short read ends at EOF.
+            break;
+        }
+    }
+    let skip = (offset - start) as usize;
+    Ok(slice[skip.min(done)..(skip + len).min(done)].to_vec())
+}
+
+/// `CAP_FOWNER`.
+pub const CAP_FOWNER: u32 = 3;
+/// `CAP_DAC_OVERRIDE`.
+pub const CAP_DAC_OVERRIDE: u32 = 1;
+/// `CAP_SYS_ADMIN`.
+pub const CAP_SYS_ADMIN: u32 = 21;
+
+/// Runs `body` in a child process whose real, effective, saved and filesystem ids are
+/// `uid`/`gid`, with no supplementary group and only the capabilities `caps` (permitted and
+/// effective). Returns what `body` returned: 0 or an errno.
+///
+/// `body` runs after `fork` in a copy of a possibly multi-threaded process, so it must only
+/// make async-signal-safe calls (plain system calls; no allocation, no locks).
+pub fn in_child_as(
+    uid: u32,
+    gid: u32,
+    caps: &[u32],
+    body: impl FnOnce() -> i32,
+) -> io::Result<i32> {
+    let mut mask = 0u64;
+    for &cap in caps {
+        mask |= 1u64 << cap;
+    }
+    #[repr(C)]
+    struct CapHeader {
+        version: u32,
+        pid: i32,
+    }
+    #[repr(C)]
+    #[derive(Clone, Copy)]
+    struct CapData {
+        effective: u32,
+        permitted: u32,
+        inheritable: u32,
+    }
+    const LINUX_CAPABILITY_VERSION_3: u32 = 0x2008_0522;
+    let header = CapHeader {
+        version: LINUX_CAPABILITY_VERSION_3,
+        pid: 0,
+    };
+    let data = [
+        CapData {
+            effective: mask as u32,
+            permitted: mask as u32,
+            inheritable: 0,
+        },
+        CapData {
+            effective: (mask >> 32) as u32,
+            permitted: (mask >> 32) as u32,
+            inheritable: 0,
+        },
+    ];
+    // SAFETY: The child makes only raw system calls on data prepared before `fork`, then
+    // `_exit`s.
+    let pid = check(unsafe { libc::fork() })?;
+    if pid == 0 {
+        // SAFETY: Raw system calls (which change only this single-threaded child) on data
+        // prepared before fork; `_exit` never returns.
+        unsafe {
+            let dropped = libc::syscall(libc::SYS_setgroups, 0, std::ptr::null::<libc::gid_t>())
+                == 0
+                && libc::syscall(libc::SYS_setresgid, gid, gid, gid) == 0
+                && libc::prctl(libc::PR_SET_KEEPCAPS, 1, 0, 0, 0) == 0
+                && libc::syscall(libc::SYS_setresuid, uid, uid, uid) == 0
+                && libc::syscall(libc::SYS_capset, &header, data.as_ptr()) == 0;
+            if !dropped {
+                libc::_exit(255);
+            }
+            libc::_exit(body());
+        }
+    }
+    let mut status = 0;
+    // SAFETY: `pid` is our child; `status` is writable.
+    check(unsafe { libc::waitpid(pid, &mut status, 0) })?;
+    if !libc::WIFEXITED(status) {
+        return Err(io::Error::other(format!(
+            "child ended abnormally: status {status:#x}"
+        )));
+    }
+    match libc::WEXITSTATUS(status) {
+        255 => Err(io::Error::other(
+            "the child could not change its credentials",
+        )),
+        code => Ok(code),
+    }
+}

@@ -13,6 +13,7 @@ mod foundation;
 mod pressure;
 mod stacking;
 mod tornblk;
+mod writethrough;
 
 use anyhow::{anyhow, Context as _, Result};
 use std::{
@@ -267,10 +268,16 @@ pub fn all_tests(env: &Env) -> Result<Vec<Test>> {
     } else {
         foundation::tests(env)?
     };
-    tests.extend(stacking::tests(env));
+    // The memory-pressure tests stay last: a hang there ends the run.
+    let (pressure, stacked): (Vec<Test>, Vec<Test>) = stacking::tests(env)
+        .into_iter()
+        .partition(|t| t.name.starts_with("pressure/"));
+    tests.extend(stacked);
     if !env.reference {
         tests.extend(tornblk::tests());
     }
+    tests.extend(writethrough::tests(env));
+    tests.extend(pressure);
     Ok(tests)
 }
 

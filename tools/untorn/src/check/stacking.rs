@@ -100,6 +100,11 @@ impl Stack {
         &self.lower_dir
     }
 
+    /// The lower filesystem's type.
+    pub fn lower_fs(&self) -> FsType {
+        self.fs_type
+    }
+
     pub fn is_reference(&self) -> bool {
         self.upper.is_none()
     }
@@ -273,7 +278,7 @@ pub fn tests(env: &Env) -> Vec<Test> {
 // Helpers
 
 /// Fails unless `result` is the error `errno`.
-fn expect_errno<T>(result: io::Result<T>, errno: i32, what: &str) -> Result<()> {
+pub(super) fn expect_errno<T>(result: io::Result<T>, errno: i32, what: &str) -> Result<()> {
     match result {
         Ok(_) => bail!(
             "{what}: succeeded, expected {}",
@@ -298,7 +303,7 @@ pub fn first_difference(got: &[u8], want: &[u8]) -> Option<usize> {
 
 /// Fails unless the file at `path` has exactly the size and bytes `want` (read with a fresh
 /// descriptor).
-fn ensure_content(path: &Path, want: &[u8], what: &str) -> Result<()> {
+pub(super) fn ensure_content(path: &Path, want: &[u8], what: &str) -> Result<()> {
     let size = fs::metadata(path)
         .with_context(|| format!("{what}: stat {}", path.display()))?
         .len();
@@ -312,7 +317,7 @@ fn ensure_content(path: &Path, want: &[u8], what: &str) -> Result<()> {
     ensure_bytes(&got, want, &format!("{what}: {}", path.display()))
 }
 
-fn ensure_bytes(got: &[u8], want: &[u8], what: &str) -> Result<()> {
+pub(super) fn ensure_bytes(got: &[u8], want: &[u8], what: &str) -> Result<()> {
     if let Some(at) = first_difference(got, want) {
         bail!(
             "{what}: differs at offset {at} (got {} bytes, expected {}): got {:02x?}, expected \
@@ -326,7 +331,7 @@ fn ensure_bytes(got: &[u8], want: &[u8], what: &str) -> Result<()> {
     Ok(())
 }
 
-fn create_with(path: &Path, data: &[u8]) -> Result<File> {
+pub(super) fn create_with(path: &Path, data: &[u8]) -> Result<File> {
     let mut file = OpenOptions::new()
         .read(true)
         .write(true)
@@ -337,7 +342,7 @@ fn create_with(path: &Path, data: &[u8]) -> Result<File> {
     Ok(file)
 }
 
-fn open_rw(path: &Path) -> Result<File> {
+pub(super) fn open_rw(path: &Path) -> Result<File> {
     OpenOptions::new()
         .read(true)
         .write(true)
@@ -345,7 +350,7 @@ fn open_rw(path: &Path) -> Result<File> {
         .with_context(|| format!("cannot open {}", path.display()))
 }
 
-fn read_at(file: &File, offset: u64, len: usize) -> Result<Vec<u8>> {
+pub(super) fn read_at(file: &File, offset: u64, len: usize) -> Result<Vec<u8>> {
     Ok(crate::sys::read_range(file, offset, len)?)
 }
 
@@ -1589,7 +1594,7 @@ fn unprivileged_mount_eperm(_: &Env, stack: &mut Stack) -> Result<()> {
 
 type Counters = BTreeMap<String, u64>;
 
-fn counters_dir(mountpoint: &Path) -> Result<PathBuf> {
+pub(super) fn counters_dir(mountpoint: &Path) -> Result<PathBuf> {
     let dev = fs::metadata(mountpoint)?.dev();
     Ok(PathBuf::from(format!(
         "/sys/kernel/debug/untorn/{}:{}",
