@@ -44,6 +44,9 @@ pub(crate) struct Counters {
     pub(crate) err_again: AtomicU64,
     /// Any other error, mostly the lower's.
     pub(crate) err_lower: AtomicU64,
+    /// Lower atomic writes that were short, which `iomap` never does (also in `err_lower`,
+    /// as `EIO`).
+    pub(crate) err_short: AtomicU64,
     /// Reads of a window done again because a writethrough write published into it.
     pub(crate) reader_retries: AtomicU64,
 }
@@ -97,6 +100,7 @@ impl fmt::Debug for Counters {
             ("err_nomem", &self.err_nomem),
             ("err_again", &self.err_again),
             ("err_lower", &self.err_lower),
+            ("err_short", &self.err_short),
             ("reader_retries", &self.reader_retries),
         ];
         for (i, (name, value)) in all.iter().enumerate() {

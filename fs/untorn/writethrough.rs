@@ -300,6 +300,7 @@ fn untorn_write(
             // `iomap` never writes part of an atomic write; if a lower did, neither the old
             // nor the new data is known to be what the device has.
             pr_warn_once!("untorn: a lower atomic write was short\n");
+            Counters::inc(&inode.super_block().info().data.counters().err_short);
             Err(EIO)
         }
         Err(e) => {

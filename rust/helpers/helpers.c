@@ -489,3 +489,40 @@ void untorn_helper_memalloc_noio_restore(unsigned int flags)
 {
 	memalloc_noio_restore(flags);
 }
+
+/*
+ * ->page_mkwrite: filemap_page_mkwrite() without sleeping on the folio lock. A writethrough
+ * write holds its folios locked during the lower I/O, which may take mmap_lock; a fault must not
+ * sleep on such a folio holding mmap_lock (or the VMA lock). So try the lock; if it is held,
+ * back off for a jiffy and let the fault be retried from scratch (VM_FAULT_NOPAGE).
+ */
+vm_fault_t untorn_helper_page_mkwrite(struct vm_fault *vmf)
+{
+	struct file *file = vmf->vma->vm_file;
+	struct address_space *mapping = file->f_mapping;
+	struct folio *folio = page_folio(vmf->page);
+	vm_fault_t ret = VM_FAULT_LOCKED;
+
+	sb_start_pagefault(mapping->host->i_sb);
+	file_update_time(file);
+	if (!folio_trylock(folio)) {
+		sb_end_pagefault(mapping->host->i_sb);
+		schedule_timeout_uninterruptible(1);
+		return VM_FAULT_NOPAGE;
+	}
+	if (folio->mapping != mapping) {
+		folio_unlock(folio);
+		ret = VM_FAULT_NOPAGE;
+		goto out;
+	}
+	folio_mark_dirty(folio);
+	folio_wait_stable(folio);
+out:
+	sb_end_pagefault(mapping->host->i_sb);
+	return ret;
+}
+
+void untorn_helper_file_accessed(struct file *file)
+{
+	file_accessed(file);
+}

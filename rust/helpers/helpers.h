@@ -129,6 +129,9 @@ bool untorn_helper_publication_read_retry(struct untorn_publication *slots, unsi
 void untorn_helper_publication_write_begin(struct untorn_publication *slots, unsigned int slot);
 void untorn_helper_publication_write_end(struct untorn_publication *slots, unsigned int slot);
 
+vm_fault_t untorn_helper_page_mkwrite(struct vm_fault *vmf);
+void untorn_helper_file_accessed(struct file *file);
+
 /* The block device side (rust/kernel_ext/block.rs, used by samples/rust/tornblk). */
 const struct block_device_operations *untorn_helper_bdev_fops(void);
 size_t untorn_helper_rq_copy_to_buf(struct request *rq, void *buf, size_t len);

@@ -660,7 +660,7 @@ impl<T: StackedFs> Tables<T> {
         read_iter: Some(Self::read_iter),
         write_iter: Some(Self::write_iter),
         llseek: Some(bindings::generic_file_llseek),
-        mmap: Some(bindings::generic_file_mmap),
+        mmap: Some(Self::mmap),
         fsync: Some(Self::fsync),
         fallocate: Some(Self::fallocate),
         // Not `filemap_splice_read()`: it hands page-cache folios to the pipe, bypassing the
@@ -668,6 +668,15 @@ impl<T: StackedFs> Tables<T> {
         splice_read: Some(bindings::copy_splice_read),
         splice_write: Some(bindings::iter_file_splice_write),
         unlocked_ioctl: Some(Self::unlocked_ioctl),
+        ..pin_init::zeroed()
+    };
+
+    /// Operations of shared mappings of regular files: the generic ones, but for a
+    /// `page_mkwrite` that never sleeps on a folio lock (`untorn_helper_page_mkwrite`).
+    pub const VM_OPS: bindings::vm_operations_struct = bindings::vm_operations_struct {
+        fault: Some(bindings::filemap_fault),
+        map_pages: Some(bindings::filemap_map_pages),
+        page_mkwrite: Some(ext::untorn_helper_page_mkwrite),
         ..pin_init::zeroed()
     };
 
@@ -1260,6 +1269,22 @@ impl<T: StackedFs> Tables<T> {
             )
         };
         from_result(|| T::fallocate(file, inode, mode, offset, len).map(|()| 0))
+    }
+
+    /// # Safety
+    ///
+    /// Called by the VFS with the arguments its contract for this operation guarantees.
+    unsafe extern "C" fn mmap(
+        file: *mut bindings::file,
+        vma: *mut bindings::vm_area_struct,
+    ) -> i32 {
+        // SAFETY: One of our regular files (whose mapping can read folios) and the VMA being
+        // set up, as `generic_file_mmap()` uses them.
+        unsafe {
+            ext::untorn_helper_file_accessed(file);
+            (*vma).vm_ops = &Self::VM_OPS;
+        }
+        0
     }
 
     /// # Safety
