@@ -110,3 +110,42 @@ impl fmt::Debug for Counters {
         Ok(())
     }
 }
+
+/// The latency of writethrough writes, from taking the inode lock to return: 24 power-of-two
+/// buckets of microseconds, in debugfs at `untorn/<major>:<minor>/wt_latency_us`.
+pub(crate) struct Latency {
+    buckets: [AtomicU64; Latency::BUCKETS],
+}
+
+impl Latency {
+    const BUCKETS: usize = 24;
+
+    pub(crate) fn new() -> Self {
+        Self {
+            buckets: [const { AtomicU64::new(0) }; Self::BUCKETS],
+        }
+    }
+
+    /// Counts one write that took `micros` microseconds: bucket `i` holds those up to `2^i`
+    /// (the last one everything longer).
+    pub(crate) fn record(&self, micros: u64) {
+        let bucket = (u64::BITS - micros.saturating_sub(1).leading_zeros()) as usize;
+        self.buckets[bucket.min(Self::BUCKETS - 1)].fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+/// One `<upper bound in µs> <count>` line per bucket; the last bound is `+inf`.
+impl fmt::Debug for Latency {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for (i, count) in self.buckets.iter().enumerate() {
+            let sep = if i == 0 { "" } else { "\n" };
+            let count = count.load(Ordering::Relaxed);
+            if i == Self::BUCKETS - 1 {
+                write!(f, "{sep}+inf {count}")?;
+            } else {
+                write!(f, "{sep}{} {count}", 1u64 << i)?;
+            }
+        }
+        Ok(())
+    }
+}

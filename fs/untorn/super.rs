@@ -7,7 +7,7 @@ use core::sync::atomic::{AtomicU8, Ordering};
 use kernel::{bindings, debugfs, prelude::*, seq_file::SeqFile, seq_print, str::CString};
 
 use crate::{
-    counters::Counters,
+    counters::{Counters, Latency},
     kernel_ext::{
         ops::{self, Statfs},
         publication::Publication,
@@ -26,6 +26,8 @@ pub(crate) struct UntornSb {
     policy: AtomicU8,
     /// The per-mount counters, shown in debugfs.
     counters: Pin<KBox<debugfs::File<Counters>>>,
+    /// The latency histogram of writethrough writes, shown in debugfs.
+    latency: Pin<KBox<debugfs::File<Latency>>>,
     /// Where writethrough writes publish into the page cache (see `writethrough.rs`).
     publication: Publication,
     _debugfs_dir: debugfs::Dir,
@@ -39,6 +41,10 @@ impl UntornSb {
 
     pub(crate) fn counters(&self) -> &Counters {
         &self.counters
+    }
+
+    pub(crate) fn latency(&self) -> &Latency {
+        &self.latency
     }
 
     pub(crate) fn publication(&self) -> &Publication {
@@ -88,9 +94,14 @@ pub(crate) unsafe extern "C" fn untorn_fill_super(
             dir.read_only_file(c"counters", Counters::default()),
             GFP_KERNEL,
         )?;
+        let latency = KBox::pin_init(
+            dir.read_only_file(c"wt_latency_us", Latency::new()),
+            GFP_KERNEL,
+        )?;
         let data = UntornSb {
             policy: AtomicU8::new(policy_to_c(policy)),
             counters,
+            latency,
             publication: Publication::new()?,
             _debugfs_dir: dir,
         };

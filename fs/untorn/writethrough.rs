@@ -9,7 +9,11 @@
 //! the folios, inside a publication slot, so that readers never see what the device does not
 //! have, nor half a unit.
 
-use kernel::{pr_warn_once, prelude::*};
+use kernel::{
+    pr_warn_once,
+    prelude::*,
+    time::{Instant, Monotonic},
+};
 
 use crate::{
     aops,
@@ -45,10 +49,14 @@ fn eligibility(inode: &Inode<Untorn>, pos: i64, len: usize) -> Result<(), Error>
 /// lower write completed.
 pub(crate) fn write(kiocb: &mut Kiocb<'_, Untorn>, iter: &mut UserIter) -> Result<usize> {
     let inode = kiocb.inode();
-    let counters = inode.super_block().info().data.counters();
+    let data = &inode.super_block().info().data;
+    let start = Instant::<Monotonic>::now();
     let result = write_locked(kiocb, iter);
-    if let Err(e) = &result {
-        Counters::inc(counters.error_counter(*e));
+    match &result {
+        Ok(_) => data
+            .latency()
+            .record(start.elapsed().as_micros_ceil().max(0) as u64),
+        Err(e) => Counters::inc(data.counters().error_counter(*e)),
     }
     result
 }

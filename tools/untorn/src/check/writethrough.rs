@@ -317,6 +317,37 @@ type Counters = BTreeMap<String, u64>;
 
 /// The counters of the untorn mount at `mountpoint`, requiring part 2's [`WT_COUNTERS`].
 /// Lines that are not `name value` (a histogram's, for one) are left out.
+/// The number of writes in the mount's latency histogram (`wt_latency_us`: 24 lines of
+/// `<upper bound in µs> <count>`, the last bound `+inf`).
+fn latency_total(mountpoint: &Path) -> Result<u64> {
+    let path = counters_dir(mountpoint)?.join("wt_latency_us");
+    let text =
+        fs::read_to_string(&path).with_context(|| format!("cannot read {}", path.display()))?;
+    let mut total = 0;
+    let mut lines = 0;
+    for line in text.lines() {
+        let mut words = line.split_whitespace();
+        let (Some(bound), Some(count), None) = (words.next(), words.next(), words.next()) else {
+            anyhow::bail!("{}: bad line {line:?}", path.display());
+        };
+        ensure!(
+            bound == "+inf" || bound.parse::<u64>().is_ok_and(|b| b.is_power_of_two()),
+            "{}: bad bound in {line:?}",
+            path.display()
+        );
+        total += count
+            .parse::<u64>()
+            .with_context(|| format!("{}: bad count in {line:?}", path.display()))?;
+        lines += 1;
+    }
+    ensure!(
+        lines == 24,
+        "{}: {lines} buckets, expected 24",
+        path.display()
+    );
+    Ok(total)
+}
+
 fn read_counters(mountpoint: &Path) -> Result<Counters> {
     let path = counters_dir(mountpoint)?.join("counters");
     let text =
@@ -999,6 +1030,7 @@ fn written_through_at_once(stack: &mut Stack) -> Result<()> {
     let unit = page_unit(&limits);
     set_mode(&f, FileMode::WRITETHROUGH, "mark f")?;
     let c0 = read_counters(m.path())?;
+    let l0 = latency_total(m.path())?;
 
     // Not eligible (unaligned): written through without the promise.
     let small = pattern(13, 100);
@@ -1043,6 +1075,12 @@ fn written_through_at_once(stack: &mut Stack) -> Result<()> {
         ],
         "after two writethrough writes",
     )?;
+    let l1 = latency_total(m.path())?;
+    ensure!(
+        l1 == l0 + 2,
+        "wt_latency_us counts {} writes more after two writethrough writes",
+        l1 as i64 - l0 as i64
+    );
     // The folios are clean: fsync writes nothing back.
     f.sync_all()?;
     let c2 = read_counters(m.path())?;
