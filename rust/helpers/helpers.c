@@ -266,22 +266,6 @@ long untorn_helper_bounce_map(size_t len)
 	return (long)addr;
 }
 
-/* Copies len bytes from the user into the pinned bounce pages; returns the bytes copied. */
-size_t untorn_helper_bounce_fill(struct page **pages, size_t len, struct iov_iter *from)
-{
-	size_t done = 0;
-
-	while (done < len) {
-		size_t chunk = min_t(size_t, PAGE_SIZE, len - done);
-		size_t copied = copy_page_from_iter(pages[done >> PAGE_SHIFT], 0, chunk, from);
-
-		done += copied;
-		if (copied < chunk)
-			break;
-	}
-	return done;
-}
-
 /* Copies len bytes from the user into the pinned bounce pages from offset; returns the bytes. */
 size_t untorn_helper_bounce_fill_at(struct page **pages, size_t offset, size_t len,
 				    struct iov_iter *from)

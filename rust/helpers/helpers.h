@@ -98,7 +98,6 @@ struct folio *untorn_helper_write_begin_get_folio(struct address_space *mapping,
 /* Part 2: the writethrough path (see Documentation/filesystems/untorn.rst). */
 bool untorn_helper_current_has_mm(void);
 long untorn_helper_bounce_map(size_t len);
-size_t untorn_helper_bounce_fill(struct page **pages, size_t len, struct iov_iter *from);
 size_t untorn_helper_bounce_fill_at(struct page **pages, size_t offset, size_t len,
 				    struct iov_iter *from);
 void untorn_helper_bounce_from_folio(struct folio *folio, size_t folio_offset,

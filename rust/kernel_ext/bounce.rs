@@ -95,20 +95,7 @@ impl UserBounce {
     /// Copies the whole buffer's length from `iter`, all or nothing: on a fault part way the
     /// iterator is restored and the error is `EFAULT`.
     pub fn fill_from(&mut self, iter: &mut UserIter) -> Result {
-        if iter.count() < self.len {
-            return Err(EINVAL);
-        }
-        // SAFETY: `pages` holds the buffer's pinned pages (type invariant), which cover `len`
-        // bytes; `iter` is the VFS's iterator.
-        let copied = unsafe {
-            ext::untorn_helper_bounce_fill(self.pages.as_mut_ptr(), self.len, iter.as_ptr())
-        };
-        if copied != self.len {
-            // SAFETY: `copied` bytes were just consumed from `iter`.
-            unsafe { bindings::iov_iter_revert(iter.as_ptr(), copied) };
-            return Err(EFAULT);
-        }
-        Ok(())
+        self.fill_at(0, iter, self.len)
     }
 
     /// Copies `len` bytes from `iter` to `offset` of the buffer, all or nothing: on a fault part
@@ -138,25 +125,7 @@ impl UserBounce {
         offset: usize,
         len: usize,
     ) -> Result {
-        let in_folio = folio_offset
-            .checked_add(len)
-            .is_some_and(|end| end <= folio.size());
-        let in_buffer = offset.checked_add(len).is_some_and(|end| end <= self.len);
-        if !in_folio || !in_buffer {
-            return Err(EINVAL);
-        }
-        // SAFETY: Both ranges were checked above; the folio is locked by us (`FolioLock`) and
-        // the pages are pinned (type invariant).
-        unsafe {
-            ext::untorn_helper_bounce_from_folio(
-                folio.as_ptr(),
-                folio_offset,
-                self.pages.as_mut_ptr(),
-                offset,
-                len,
-            )
-        };
-        Ok(())
+        self.copy_folio(folio, folio_offset, offset, len, false)
     }
 
     /// Copies `len` bytes from `offset` of the buffer into the locked `folio` at
@@ -168,6 +137,17 @@ impl UserBounce {
         offset: usize,
         len: usize,
     ) -> Result {
+        self.copy_folio(folio, folio_offset, offset, len, true)
+    }
+
+    fn copy_folio(
+        &self,
+        folio: &impl FolioLock,
+        folio_offset: usize,
+        offset: usize,
+        len: usize,
+        to_folio: bool,
+    ) -> Result {
         let in_folio = folio_offset
             .checked_add(len)
             .is_some_and(|end| end <= folio.size());
@@ -175,16 +155,17 @@ impl UserBounce {
         if !in_folio || !in_buffer {
             return Err(EINVAL);
         }
+        let (folio, pages) = (folio.as_ptr(), self.pages.as_ptr().cast_mut());
         // SAFETY: Both ranges were checked above; the folio is locked by us (`FolioLock`) and
-        // the pages are pinned (type invariant).
+        // the pages are pinned (type invariant). Copying into the pages through a shared
+        // reference is fine: they are not Rust memory, and only the current task uses the
+        // buffer (`!Send`, and `&mut` for the callers that write it).
         unsafe {
-            ext::untorn_helper_bounce_to_folio(
-                folio.as_ptr(),
-                folio_offset,
-                self.pages.as_ptr().cast_mut(),
-                offset,
-                len,
-            )
+            if to_folio {
+                ext::untorn_helper_bounce_to_folio(folio, folio_offset, pages, offset, len)
+            } else {
+                ext::untorn_helper_bounce_from_folio(folio, folio_offset, pages, offset, len)
+            }
         };
         Ok(())
     }
