@@ -1679,8 +1679,16 @@ impl Drop for Flakey {
                 eprintln!("# warning: {e:#}");
             }
         }
-        if let Err(e) = dmsetup(&["remove", "--noudevsync", &self.name]) {
-            eprintln!("# warning: {e:#}");
+        // Just after the lower's unmount, udev's probe of the device (on its last close) can
+        // hold it open for a moment: retry, or the next group finds the disk in use.
+        let mut attempts = 0;
+        while let Err(e) = dmsetup(&["remove", "--noudevsync", &self.name]) {
+            attempts += 1;
+            if attempts == 40 {
+                eprintln!("# warning: {e:#}");
+                break;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(250));
         }
     }
 }
