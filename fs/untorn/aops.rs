@@ -24,10 +24,20 @@ use crate::{
 };
 
 /// The lower's direct I/O alignment for this file, or `None` if direct I/O is not possible.
-pub(crate) fn direct_alignment(inode: &Inode<Untorn>, lower: &LowerFile) -> Option<u32> {
+fn direct_alignment(inode: &Inode<Untorn>, lower: &LowerFile) -> Option<u32> {
     let align = inode.lower().block_size();
     (lower.can_direct_io() && align > 0 && align as usize <= kernel::page::PAGE_SIZE)
         .then_some(align)
+}
+
+/// Of a write of `len` bytes from an aligned position, how many go direct: all whole lower
+/// blocks; the rest (a tail block at end of file, or everything without direct I/O) is
+/// written buffered.
+pub(crate) fn direct_part(inode: &Inode<Untorn>, lower: &LowerFile, len: usize) -> Result<usize> {
+    Ok(match direct_alignment(inode, lower) {
+        Some(align) => round_down(len as u64, align).map_err(|_| EINVAL)? as usize,
+        None => 0,
+    })
 }
 
 /// Fills `folio` from the lower file: the bytes below our size, zeroes beyond.
@@ -159,10 +169,7 @@ pub(crate) fn write_to_lower(
 ) -> Result {
     let lower = inode.data_file_rw().ok_or(EBADF)?;
     let pos = folio.pos() + offset as i64;
-    let direct = match direct_alignment(inode, lower) {
-        Some(align) => round_down(len as u64, align).map_err(|_| EINVAL)? as usize,
-        None => 0,
-    };
+    let direct = direct_part(inode, lower, len)?;
     inode.super_block().as_mounter(|| -> Result {
         if direct > 0 {
             write_all(lower, folio, offset, direct, pos, true)?;

@@ -25,10 +25,7 @@ use crate::{
         publication::{Slot, WINDOW},
         vfs::Inode,
     },
-    untorn_logic::{
-        atomic_write::{check, AtomicWriteError},
-        range::round_down,
-    },
+    untorn_logic::atomic_write::{check, AtomicWriteError},
     Untorn,
 };
 
@@ -204,10 +201,7 @@ fn write_chunk(
             }
         }
         let io_len = (io_end - io_start) as usize;
-        let direct = match aops::direct_alignment(inode, lower) {
-            Some(align) => round_down(io_len as u64, align).map_err(|_| EINVAL)? as usize,
-            None => 0,
-        };
+        let direct = aops::direct_part(inode, lower, io_len)?;
         let written = inode.super_block().as_mounter(|| -> Result {
             if direct > 0 {
                 let n = lower.write_bounce(io_start, &bounce, 0, direct, true, sync_flags)?;

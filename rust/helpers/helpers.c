@@ -426,8 +426,11 @@ const struct block_device_operations *untorn_helper_bdev_fops(void)
 	return &untorn_helper_bdev_fops_table;
 }
 
-/* Copies the data of a request into buf, at most len bytes; returns the bytes copied. */
-size_t untorn_helper_rq_copy_to_buf(struct request *rq, void *buf, size_t len)
+/*
+ * Copies between a request's pages and buf, at most len bytes (from the pages into buf if
+ * to_buf); returns the bytes copied.
+ */
+static size_t untorn_rq_copy(struct request *rq, void *buf, size_t len, bool to_buf)
 {
 	struct req_iterator iter;
 	struct bio_vec bvec;
@@ -439,29 +442,23 @@ size_t untorn_helper_rq_copy_to_buf(struct request *rq, void *buf, size_t len)
 		if (!n)
 			break;
 		bvec.bv_len = n;
-		memcpy_from_bvec(buf + done, &bvec);
+		if (to_buf)
+			memcpy_from_bvec(buf + done, &bvec);
+		else
+			memcpy_to_bvec(&bvec, buf + done);
 		done += n;
 	}
 	return done;
 }
 
-/* Copies at most len bytes of buf into the pages of a request; returns the bytes copied. */
+size_t untorn_helper_rq_copy_to_buf(struct request *rq, void *buf, size_t len)
+{
+	return untorn_rq_copy(rq, buf, len, true);
+}
+
 size_t untorn_helper_rq_copy_from_buf(struct request *rq, const void *buf, size_t len)
 {
-	struct req_iterator iter;
-	struct bio_vec bvec;
-	size_t done = 0;
-
-	rq_for_each_segment(bvec, rq, iter) {
-		size_t n = min_t(size_t, bvec.bv_len, len - done);
-
-		if (!n)
-			break;
-		bvec.bv_len = n;
-		memcpy_to_bvec(&bvec, buf + done);
-		done += n;
-	}
-	return done;
+	return untorn_rq_copy(rq, (void *)buf, len, false);
 }
 
 unsigned int untorn_helper_memalloc_noio_save(void)

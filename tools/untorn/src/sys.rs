@@ -577,6 +577,15 @@ pub fn mount_as_user(
             libc::_exit(errno);
         }
     }
+    match wait_child(pid, "the child could not drop its privileges")? {
+        0 => Ok(()),
+        errno => Err(io::Error::from_raw_os_error(errno)),
+    }
+}
+
+/// Waits for the child `pid` and returns its exit code; 255, which the children here use when
+/// they could not set themselves up, is the error `setup_failed`.
+fn wait_child(pid: libc::pid_t, setup_failed: &str) -> io::Result<i32> {
     let mut status = 0;
     // SAFETY: `pid` is our child; `status` is writable.
     check(unsafe { libc::waitpid(pid, &mut status, 0) })?;
@@ -586,9 +595,8 @@ pub fn mount_as_user(
         )));
     }
     match libc::WEXITSTATUS(status) {
-        0 => Ok(()),
-        255 => Err(io::Error::other("the child could not drop its privileges")),
-        errno => Err(io::Error::from_raw_os_error(errno)),
+        255 => Err(io::Error::other(setup_failed.to_string())),
+        code => Ok(code),
     }
 }
 
@@ -927,18 +935,5 @@ pub fn in_child_as(
             libc::_exit(body());
         }
     }
-    let mut status = 0;
-    // SAFETY: `pid` is our child; `status` is writable.
-    check(unsafe { libc::waitpid(pid, &mut status, 0) })?;
-    if !libc::WIFEXITED(status) {
-        return Err(io::Error::other(format!(
-            "child ended abnormally: status {status:#x}"
-        )));
-    }
-    match libc::WEXITSTATUS(status) {
-        255 => Err(io::Error::other(
-            "the child could not change its credentials",
-        )),
-        code => Ok(code),
-    }
+    wait_child(pid, "the child could not change its credentials")
 }
