@@ -30,6 +30,12 @@ fn direct_alignment(inode: &Inode<Untorn>, lower: &LowerFile) -> Option<u32> {
         .then_some(align)
 }
 
+/// The block that lower writes of this file are aligned to: the direct I/O alignment, or 1
+/// without direct I/O.
+pub(crate) fn io_block(inode: &Inode<Untorn>, lower: &LowerFile) -> u32 {
+    direct_alignment(inode, lower).unwrap_or(1)
+}
+
 /// Of a write of `len` bytes from an aligned position, how many go direct: all whole lower
 /// blocks; the rest (a tail block at end of file, or everything without direct I/O) is
 /// written buffered.

@@ -152,9 +152,10 @@ fn plain_writethrough(kiocb: &mut Kiocb<'_, Untorn>, iter: &mut UserIter) -> Res
     Ok(done)
 }
 
-/// One chunk `[pos, pos + len)` of a plain writethrough write. The I/O covers the whole folios
-/// of the range (up to the new end of file), so it is aligned for direct I/O but for a tail
-/// block: the bytes around the chunk come from the folios, read from the lower first if needed.
+/// One chunk `[pos, pos + len)` of a plain writethrough write. The I/O covers the chunk rounded
+/// out to the lower's direct I/O blocks (up to the new end of file): the user's bytes are copied
+/// into the bounce buffer first, with no folio locked (the buffer may be a mapping of this very
+/// file), and the bytes around them come from the locked folios.
 fn write_chunk(
     inode: &Inode<Untorn>,
     iter: &mut UserIter,
@@ -165,46 +166,63 @@ fn write_chunk(
     let lower = inode.data_file_rw().ok_or(EBADF)?;
     let end = pos + len as i64;
     let new_size = inode.size().max(end);
-    let folios = lock_range(inode, pos, end, false)?;
+    let block = i64::from(aops::io_block(inode, lower));
+    let io_start = pos - pos % block;
+    let io_end = (end + (block - end % block) % block).min(new_size);
+    let mut bounce = UserBounce::new((io_end - io_start) as usize)?;
+    bounce.fill_at((pos - io_start) as usize, iter, len)?;
+    let result = write_chunk_locked(inode, &mut bounce, pos, end, io_start, io_end, sync_flags);
+    if result.is_err() {
+        // SAFETY: `fill_at` consumed exactly `len` bytes of `iter`.
+        unsafe { iter.revert(len) };
+    }
+    // `bounce` is unmapped only now, after the folio locks are gone (unmapping takes
+    // `mmap_lock`, which a fault may hold while it waits for a folio lock).
+    drop(bounce);
+    result
+}
+
+fn write_chunk_locked(
+    inode: &Inode<Untorn>,
+    bounce: &mut UserBounce,
+    pos: i64,
+    end: i64,
+    io_start: i64,
+    io_end: i64,
+    sync_flags: i32,
+) -> Result {
+    let lower = inode.data_file_rw().ok_or(EBADF)?;
+    // Dirty folios' bytes outside the I/O range go to the lower first, as for untorn writes.
+    let folios = lock_range(inode, io_start, io_end, true)?;
     let result = (|| -> Result {
-        let (Some(first), Some(last)) = (folios.first(), folios.last()) else {
-            return Err(EINVAL);
-        };
-        let io_start = first.folio.pos();
-        let io_end = (last.folio.pos() + last.folio.size() as i64).min(new_size);
         // The bytes around the chunk must be the file's current ones.
-        for edge in [first, last] {
-            let folio = &edge.folio;
-            let whole = pos <= folio.pos() && folio.pos() + folio.size() as i64 <= end;
-            if !folio.is_uptodate() && !whole {
-                aops::fill(inode, folio)?;
-                folio.mark_uptodate();
-            }
-        }
-        let mut bounce = UserBounce::new((io_end - io_start) as usize)?;
-        if pos > io_start {
-            bounce.copy_from_folio(&first.folio, 0, 0, (pos - io_start) as usize)?;
-        }
-        bounce.fill_at((pos - io_start) as usize, iter, len)?;
-        if io_end > end {
-            let from = (end - last.folio.pos()) as usize;
-            let result = bounce.copy_from_folio(
-                &last.folio,
-                from,
-                (end - io_start) as usize,
-                (io_end - end) as usize,
-            );
-            if let Err(e) = result {
-                // SAFETY: `fill_at` consumed exactly `len` bytes of `iter`.
-                unsafe { iter.revert(len) };
-                return Err(e);
+        for f in folios.iter() {
+            let folio = &f.folio;
+            let (fpos, fend) = (folio.pos(), folio.pos() + folio.size() as i64);
+            for (from, to) in [
+                (io_start.max(fpos), pos.min(fend)),
+                (end.max(fpos), io_end.min(fend)),
+            ] {
+                if from >= to {
+                    continue;
+                }
+                if !folio.is_uptodate() {
+                    aops::fill(inode, folio)?;
+                    folio.mark_uptodate();
+                }
+                bounce.copy_from_folio(
+                    folio,
+                    (from - fpos) as usize,
+                    (from - io_start) as usize,
+                    (to - from) as usize,
+                )?;
             }
         }
         let io_len = (io_end - io_start) as usize;
         let direct = aops::direct_part(inode, lower, io_len)?;
-        let written = inode.super_block().as_mounter(|| -> Result {
+        inode.super_block().as_mounter(|| -> Result {
             if direct > 0 {
-                let n = lower.write_bounce(io_start, &bounce, 0, direct, true, sync_flags)?;
+                let n = lower.write_bounce(io_start, bounce, 0, direct, true, sync_flags)?;
                 if n != direct {
                     return Err(EIO);
                 }
@@ -213,7 +231,7 @@ fn write_chunk(
                 let tail_pos = io_start + direct as i64;
                 let n = lower.write_bounce(
                     tail_pos,
-                    &bounce,
+                    bounce,
                     direct,
                     io_len - direct,
                     false,
@@ -227,13 +245,8 @@ fn write_chunk(
                 lower.write_and_wait(tail_pos, io_end - 1)?;
             }
             Ok(())
-        });
-        if let Err(e) = written {
-            // SAFETY: `fill_at` consumed exactly `len` bytes of `iter`.
-            unsafe { iter.revert(len) };
-            return Err(e);
-        }
-        publish(inode, &folios, &bounce, io_start, pos, end);
+        })?;
+        publish(inode, &folios, bounce, io_start, pos, end);
         if end > inode.size() {
             inode.set_size(end);
         }
@@ -248,7 +261,6 @@ fn write_chunk(
             }
         }
     }
-    drop(folios);
     result
 }
 
