@@ -1207,6 +1207,34 @@ fn mmap_coherence(stack: &mut Stack) -> Result<()> {
         &want,
         "after an mmap write following the unit write",
     )?;
+
+    // Writes whose source is the mapping of the very bytes they overwrite: the copy from the
+    // user must happen before the folios are locked, or it would wait on itself. A
+    // writethrough write that is not eligible (unaligned), then an untorn one.
+    let src = want[3 * unit + 50..3 * unit + 150].to_vec();
+    let from_map = map.as_mut_slice()[3 * unit + 50..3 * unit + 150].to_vec();
+    ensure_bytes(&from_map, &src, "the mapping before writing from it")?;
+    let mapped = &map.as_mut_slice()[3 * unit + 50..3 * unit + 150];
+    expect_written(
+        f.write_at(mapped, 3 * unit as u64 + 60),
+        100,
+        "writethrough write from a mapping of the bytes it overwrites",
+    )?;
+    want[3 * unit + 60..3 * unit + 160].copy_from_slice(&src);
+    let mapped = &map.as_mut_slice()[3 * unit..4 * unit];
+    let unit_src = want[3 * unit..4 * unit].to_vec();
+    expect_written(
+        atomic_write(&f, mapped, 3 * unit as u64),
+        unit,
+        "RWF_ATOMIC write from a mapping of the unit it overwrites",
+    )?;
+    want[3 * unit..4 * unit].copy_from_slice(&unit_src);
+    ensure_upper(
+        &up.join("f"),
+        &want,
+        "after writes from the file's own mapping",
+    )?;
+
     map.sync()?;
     ensure_lower(&low.join("f"), &want, "after msync")?;
     Ok(())
