@@ -434,6 +434,83 @@ impl Mapping {
         // SAFETY: The range is exactly our mapping.
         check(unsafe { libc::msync(self.addr, self.len, libc::MS_SYNC) }).map(drop)
     }
+
+    /// Stores `byte` at `offset`: a volatile store, for threads that share the mapping (no
+    /// Rust reference to its bytes exists then). The page must be within the file.
+    pub fn store(&self, offset: usize, byte: u8) -> io::Result<()> {
+        if offset >= self.len {
+            return Err(io::Error::from_raw_os_error(libc::EINVAL));
+        }
+        // SAFETY: Inside the mapping, which is writable; a volatile byte store races with
+        // nothing Rust can observe.
+        unsafe { self.addr.cast::<u8>().add(offset).write_volatile(byte) };
+        Ok(())
+    }
+
+    /// `preadv2(file, ..., file_offset, 0)` of `len` bytes into the mapping at `offset`: the
+    /// kernel copies into the mapped pages (faulting them in as needed).
+    pub fn read_into(
+        &self,
+        file: &File,
+        offset: usize,
+        len: usize,
+        file_offset: u64,
+    ) -> io::Result<usize> {
+        let iov = self.iovec(offset, len)?;
+        let file_offset = libc::off_t::try_from(file_offset)
+            .map_err(|_| io::Error::from_raw_os_error(libc::EINVAL))?;
+        // SAFETY: One iovec inside our mapping; the kernel writes only there.
+        check_size(unsafe { libc::preadv2(file.as_raw_fd(), &iov, 1, file_offset, 0) })
+    }
+
+    /// `pwritev2(file, ..., file_offset, flags)` of `len` bytes of the mapping from `offset`:
+    /// the kernel copies from the mapped pages (faulting them in as needed).
+    pub fn write_from(
+        &self,
+        file: &File,
+        offset: usize,
+        len: usize,
+        file_offset: u64,
+        flags: i32,
+    ) -> io::Result<usize> {
+        let iov = self.iovec(offset, len)?;
+        let file_offset = libc::off_t::try_from(file_offset)
+            .map_err(|_| io::Error::from_raw_os_error(libc::EINVAL))?;
+        // SAFETY: One iovec inside our mapping; the kernel only reads it.
+        check_size(unsafe { libc::pwritev2(file.as_raw_fd(), &iov, 1, file_offset, flags) })
+    }
+
+    fn iovec(&self, offset: usize, len: usize) -> io::Result<libc::iovec> {
+        if offset.checked_add(len).is_none_or(|end| end > self.len) {
+            return Err(io::Error::from_raw_os_error(libc::EINVAL));
+        }
+        Ok(libc::iovec {
+            // SAFETY: `offset` is inside the mapping (checked above).
+            iov_base: unsafe { self.addr.cast::<u8>().add(offset) }.cast(),
+            iov_len: len,
+        })
+    }
+}
+
+// SAFETY: The mapping belongs to the process, not to a thread. Its bytes are reached through
+// `as_mut_slice` (which needs `&mut self`), volatile stores, or the kernel.
+unsafe impl Send for Mapping {}
+// SAFETY: As above: `&self` gives no Rust reference to the bytes.
+unsafe impl Sync for Mapping {}
+
+/// `fork()`s a child that exits at once, and reaps it: in a process with other threads this
+/// takes the parent's `mmap_lock` for writing (to copy its address space), as any `fork` does.
+pub fn fork_and_reap() -> io::Result<()> {
+    // SAFETY: The child calls only `_exit`, which is async-signal-safe.
+    let pid = check(unsafe { libc::fork() })?;
+    if pid == 0 {
+        // SAFETY: Ends the child at once.
+        unsafe { libc::_exit(0) };
+    }
+    match wait_child(pid, "the child could not start")? {
+        0 => Ok(()),
+        code => Err(io::Error::other(format!("the child exited with {code}"))),
+    }
 }
 
 impl Drop for Mapping {
