@@ -95,6 +95,11 @@ struct folio *untorn_helper_filemap_lock_folio(struct address_space *mapping, pg
 struct folio *untorn_helper_write_begin_get_folio(struct address_space *mapping, loff_t pos,
 						  size_t len);
 
+/* Part 1 fixes: the access time, set-group-ID after setfacl. */
+void untorn_helper_file_accessed(struct file *file);
+void untorn_helper_touch_atime(struct inode *upper, struct file *lower);
+bool untorn_helper_acl_kills_sgid(struct inode *inode, int type);
+
 /* Part 2: the writethrough path (see Documentation/filesystems/untorn.rst). */
 bool untorn_helper_current_has_mm(void);
 long untorn_helper_bounce_map(size_t len);
