@@ -248,11 +248,6 @@ struct folio *untorn_helper_write_begin_get_folio(struct address_space *mapping,
 				   mapping_gfp_mask(mapping));
 }
 
-void untorn_helper_file_accessed(struct file *file)
-{
-	file_accessed(file);
-}
-
 /*
  * The upper inode's ->update_time for the access time, as overlayfs' ovl_update_time(): the
  * lower file's atime is updated under the lower's rules (its mount flags, relatime), where it

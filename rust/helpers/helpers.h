@@ -134,7 +134,6 @@ void untorn_helper_publication_write_begin(struct untorn_publication *slots, uns
 void untorn_helper_publication_write_end(struct untorn_publication *slots, unsigned int slot);
 
 vm_fault_t untorn_helper_page_mkwrite(struct vm_fault *vmf);
-void untorn_helper_file_accessed(struct file *file);
 
 /* The block device side (rust/kernel_ext/block.rs, used by samples/rust/tornblk). */
 const struct block_device_operations *untorn_helper_bdev_fops(void);
