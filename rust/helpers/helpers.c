@@ -248,6 +248,28 @@ struct folio *untorn_helper_write_begin_get_folio(struct address_space *mapping,
 				   mapping_gfp_mask(mapping));
 }
 
+/*
+ * The upper inode's ->update_time for the access time, as overlayfs' ovl_update_time(): the
+ * lower file's atime is updated under the lower's rules (its mount flags, relatime), where it
+ * persists, and the upper inode takes it.
+ */
+void untorn_helper_touch_atime(struct inode *upper, struct file *lower)
+{
+	touch_atime(&lower->f_path);
+	inode_set_atime_to_ts(upper, inode_get_atime(file_inode(lower)));
+}
+
+/*
+ * Whether setting an ACL of @type on @inode must clear its set-group-ID bit: the rule of
+ * posix_acl_update_mode(), which the lower applies with the mounter's credentials, so untorn
+ * checks the caller itself (as overlayfs' ovl_set_acl()).
+ */
+bool untorn_helper_acl_kills_sgid(struct inode *inode, int type)
+{
+	return type == ACL_TYPE_ACCESS && (inode->i_mode & S_ISGID) &&
+	       !in_group_or_capable(&nop_mnt_idmap, inode, i_gid_into_vfsgid(&nop_mnt_idmap, inode));
+}
+
 bool untorn_helper_current_has_mm(void)
 {
 	return current->mm != NULL;

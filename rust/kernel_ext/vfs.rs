@@ -1071,6 +1071,24 @@ impl<T: StackedFs> Inode<T> {
         to_result(unsafe { bindings::invalidate_inode_pages2_range(self.mapping(), first, last) })
     }
 
+    /// Updates the lower data file's access time (`touch_atime()`, under the lower's rules) and
+    /// takes it for this inode, as overlayfs' `ovl_update_time()`; `false` without a data file.
+    pub fn touch_lower_atime(&self) -> bool {
+        let Some(lower) = self.data_file() else {
+            return false;
+        };
+        // SAFETY: A live inode and its data file, referenced until eviction.
+        unsafe { ext::untorn_helper_touch_atime(self.as_ptr(), lower.as_ptr()) };
+        true
+    }
+
+    /// Whether setting an ACL of `acl_type` must clear the set-group-ID bit because the caller
+    /// is neither in the file's group nor has `CAP_FSETID` (`posix_acl_update_mode()`'s rule).
+    pub fn acl_kills_sgid(&self, acl_type: i32) -> bool {
+        // SAFETY: A live inode; reads its mode and group with the current credentials.
+        unsafe { ext::untorn_helper_acl_kills_sgid(self.as_ptr(), acl_type) }
+    }
+
     /// Sets the size and drops or zeroes the page cache beyond it (`truncate_setsize()`).
     pub fn truncate_setsize(&self, size: i64) {
         // SAFETY: The caller holds `i_rwsem`.

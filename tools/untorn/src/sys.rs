@@ -429,6 +429,25 @@ impl Mapping {
         unsafe { std::slice::from_raw_parts_mut(self.addr.cast::<u8>(), self.len) }
     }
 
+    /// `read(fd)` of up to `len` bytes into the mapping at `offset`: the kernel stores into the
+    /// mapped pages (through the file's `page_mkwrite` for a shared mapping), and where it
+    /// cannot (a page wholly beyond the end of the file) the read fails with `EFAULT` instead of
+    /// raising `SIGBUS`. Threads may call it at once on one mapping.
+    pub fn read_into(&self, file: &File, offset: usize, len: usize) -> io::Result<usize> {
+        if offset.checked_add(len).is_none_or(|end| end > self.len) {
+            return Err(io::Error::from_raw_os_error(libc::EINVAL));
+        }
+        // SAFETY: The range is inside our mapping, and no Rust reference to its bytes exists
+        // while `self` is shared (`as_mut_slice` needs `&mut self`).
+        check_size(unsafe {
+            libc::read(
+                file.as_raw_fd(),
+                self.addr.cast::<u8>().add(offset).cast(),
+                len,
+            )
+        })
+    }
+
     /// `msync(MS_SYNC)` of the whole mapping.
     pub fn sync(&self) -> io::Result<()> {
         // SAFETY: The range is exactly our mapping.
@@ -512,6 +531,12 @@ pub fn fork_and_reap() -> io::Result<()> {
         code => Err(io::Error::other(format!("the child exited with {code}"))),
     }
 }
+
+// SAFETY: The mapping belongs to the process, not to a thread; its bytes are reached only through
+// `as_mut_slice` (exclusive) or the kernel (`read_into`).
+unsafe impl Send for Mapping {}
+// SAFETY: As above: `&self` gives no access to the bytes from Rust.
+unsafe impl Sync for Mapping {}
 
 impl Drop for Mapping {
     fn drop(&mut self) {
@@ -675,6 +700,134 @@ fn wait_child(pid: libc::pid_t, setup_failed: &str) -> io::Result<i32> {
         255 => Err(io::Error::other(setup_failed.to_string())),
         code => Ok(code),
     }
+}
+
+/// `sync_file_range(fd, 0, 0, SYNC_FILE_RANGE_WRITE)`: starts writeback of the whole file.
+pub fn sync_file_range_write(file: &File) -> io::Result<()> {
+    // SAFETY: A plain system call on our descriptor.
+    check(unsafe { libc::sync_file_range(file.as_raw_fd(), 0, 0, libc::SYNC_FILE_RANGE_WRITE) })
+        .map(drop)
+}
+
+/// Runs `f` in a child process with the user and group IDs `uid` and `gid` and no supplementary
+/// groups (so without capabilities), and returns its result as the child's exit status (0 to
+/// 254). `f` runs after `fork` in a copy of this process: it must only make async-signal-safe
+/// calls on data prepared before (no allocation, no locks).
+pub fn run_as_user(uid: u32, gid: u32, f: impl FnOnce() -> i32) -> io::Result<i32> {
+    // SAFETY: The child calls only setgroups, setgid, setuid, what `f` promises to call, and
+    // _exit.
+    let pid = check(unsafe { libc::fork() })?;
+    if pid == 0 {
+        // SAFETY: Async-signal-safe calls; `_exit` never returns.
+        unsafe {
+            let code = if libc::setgroups(0, std::ptr::null()) != 0
+                || libc::setgid(gid) != 0
+                || libc::setuid(uid) != 0
+            {
+                255
+            } else {
+                f().clamp(0, 254)
+            };
+            libc::_exit(code);
+        }
+    }
+    let mut status = 0;
+    // SAFETY: `pid` is our child; `status` is writable.
+    check(unsafe { libc::waitpid(pid, &mut status, 0) })?;
+    if !libc::WIFEXITED(status) {
+        return Err(io::Error::other(format!(
+            "child ended abnormally: status {status:#x}"
+        )));
+    }
+    match libc::WEXITSTATUS(status) {
+        255 => Err(io::Error::other("the child could not drop its privileges")),
+        code => Ok(code),
+    }
+}
+
+/// `setxattr(path, name, value, 0)` by a process of `uid`/`gid` without capabilities.
+pub fn setxattr_as_user(
+    uid: u32,
+    gid: u32,
+    path: &Path,
+    name: &str,
+    value: &[u8],
+) -> io::Result<()> {
+    let (path, name) = (cpath(path)?, cstr(name)?);
+    let code = run_as_user(uid, gid, || {
+        // SAFETY: NUL-terminated strings and a byte slice prepared before `fork`.
+        let ret = unsafe {
+            libc::setxattr(
+                path.as_ptr(),
+                name.as_ptr(),
+                value.as_ptr().cast(),
+                value.len(),
+                0,
+            )
+        };
+        if ret == 0 {
+            0
+        } else {
+            // SAFETY: `errno` of this thread.
+            unsafe { *libc::__errno_location() }
+        }
+    })?;
+    match code {
+        0 => Ok(()),
+        errno => Err(io::Error::from_raw_os_error(errno)),
+    }
+}
+
+/// `listxattr(path)` by a process of `uid`/`gid` without capabilities: the names (a list of
+/// at most 64 KiB, the kernel's limit).
+pub fn listxattr_as_user(uid: u32, gid: u32, path: &Path) -> io::Result<Vec<String>> {
+    const MAX: usize = 65536;
+    let path = cpath(path)?;
+    // The child writes the list into memory it shares with us: a shared anonymous mapping.
+    // SAFETY: A new mapping chosen by the kernel; nothing else refers to that memory.
+    let shared = unsafe {
+        libc::mmap(
+            std::ptr::null_mut(),
+            MAX,
+            libc::PROT_READ | libc::PROT_WRITE,
+            libc::MAP_SHARED | libc::MAP_ANONYMOUS,
+            -1,
+            0,
+        )
+    };
+    if shared == libc::MAP_FAILED {
+        return Err(io::Error::last_os_error());
+    }
+    let result = run_as_user(uid, gid, || {
+        // SAFETY: `shared` is writable for `MAX` bytes; the first 8 take the list's length.
+        unsafe {
+            let list = shared.cast::<u8>().add(8);
+            let got = libc::listxattr(path.as_ptr(), list.cast(), MAX - 8);
+            if got < 0 {
+                return *libc::__errno_location();
+            }
+            shared.cast::<u64>().write(got as u64);
+            0
+        }
+    });
+    let names = result.and_then(|code| {
+        if code != 0 {
+            return Err(io::Error::from_raw_os_error(code));
+        }
+        // SAFETY: The child has exited; it wrote a length of at most `MAX - 8` and the list.
+        let list = unsafe {
+            let len = (shared.cast::<u64>().read() as usize).min(MAX - 8);
+            std::slice::from_raw_parts(shared.cast::<u8>().add(8), len)
+        };
+        Ok(list
+            .split(|&b| b == 0)
+            .filter(|n| !n.is_empty())
+            .map(|n| String::from_utf8_lossy(n).into_owned())
+            .collect())
+    });
+    // SAFETY: Exactly our mapping; the slice above is gone.
+    unsafe { libc::munmap(shared, MAX) };
+    names
 }
 
 /// Anonymous memory taken and touched, so that the kernel has that much less for the page
