@@ -429,25 +429,6 @@ impl Mapping {
         unsafe { std::slice::from_raw_parts_mut(self.addr.cast::<u8>(), self.len) }
     }
 
-    /// `read(fd)` of up to `len` bytes into the mapping at `offset`: the kernel stores into the
-    /// mapped pages (through the file's `page_mkwrite` for a shared mapping), and where it
-    /// cannot (a page wholly beyond the end of the file) the read fails with `EFAULT` instead of
-    /// raising `SIGBUS`. Threads may call it at once on one mapping.
-    pub fn read_into(&self, file: &File, offset: usize, len: usize) -> io::Result<usize> {
-        if offset.checked_add(len).is_none_or(|end| end > self.len) {
-            return Err(io::Error::from_raw_os_error(libc::EINVAL));
-        }
-        // SAFETY: The range is inside our mapping, and no Rust reference to its bytes exists
-        // while `self` is shared (`as_mut_slice` needs `&mut self`).
-        check_size(unsafe {
-            libc::read(
-                file.as_raw_fd(),
-                self.addr.cast::<u8>().add(offset).cast(),
-                len,
-            )
-        })
-    }
-
     /// `msync(MS_SYNC)` of the whole mapping.
     pub fn sync(&self) -> io::Result<()> {
         // SAFETY: The range is exactly our mapping.
@@ -467,7 +448,9 @@ impl Mapping {
     }
 
     /// `preadv2(file, ..., file_offset, 0)` of `len` bytes into the mapping at `offset`: the
-    /// kernel copies into the mapped pages (faulting them in as needed).
+    /// kernel copies into the mapped pages (faulting them in as needed, through the file's
+    /// `page_mkwrite` for a shared mapping), and where it cannot (a page wholly beyond the end of
+    /// the file) the read fails with `EFAULT` instead of raising `SIGBUS`.
     pub fn read_into(
         &self,
         file: &File,
@@ -531,12 +514,6 @@ pub fn fork_and_reap() -> io::Result<()> {
         code => Err(io::Error::other(format!("the child exited with {code}"))),
     }
 }
-
-// SAFETY: The mapping belongs to the process, not to a thread; its bytes are reached only through
-// `as_mut_slice` (exclusive) or the kernel (`read_into`).
-unsafe impl Send for Mapping {}
-// SAFETY: As above: `&self` gives no access to the bytes from Rust.
-unsafe impl Sync for Mapping {}
 
 impl Drop for Mapping {
     fn drop(&mut self) {

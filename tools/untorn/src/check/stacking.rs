@@ -1629,7 +1629,7 @@ fn with_mapping_writer<R>(file: &File, len: usize, f: impl FnOnce() -> Result<R>
         scope.spawn(|| {
             while !stop.load(std::sync::atomic::Ordering::Relaxed) {
                 for offset in (0..len).step_by(page) {
-                    let _ = map.read_into(&zero, offset, 64);
+                    let _ = map.read_into(&zero, offset, 64, 0);
                 }
             }
         });
