@@ -133,6 +133,7 @@ bool untorn_helper_publication_read_retry(struct untorn_publication *slots, unsi
 void untorn_helper_publication_write_begin(struct untorn_publication *slots, unsigned int slot);
 void untorn_helper_publication_write_end(struct untorn_publication *slots, unsigned int slot);
 
+vm_fault_t untorn_helper_fault(struct vm_fault *vmf);
 vm_fault_t untorn_helper_page_mkwrite(struct vm_fault *vmf);
 
 /* The block device side (rust/kernel_ext/block.rs, used by samples/rust/tornblk). */

@@ -682,10 +682,11 @@ impl<T: StackedFs> Tables<T> {
         ..pin_init::zeroed()
     };
 
-    /// Operations of shared mappings of regular files: the generic ones, but for a
-    /// `page_mkwrite` that never sleeps on a folio lock (`untorn_helper_page_mkwrite`).
+    /// Operations of mappings of regular files: the generic ones, but for a `fault` that never
+    /// reads the lower under the fault lock (`untorn_helper_fault`) and a `page_mkwrite` that
+    /// never sleeps on a folio lock (`untorn_helper_page_mkwrite`).
     pub const VM_OPS: bindings::vm_operations_struct = bindings::vm_operations_struct {
-        fault: Some(bindings::filemap_fault),
+        fault: Some(ext::untorn_helper_fault),
         map_pages: Some(bindings::filemap_map_pages),
         page_mkwrite: Some(ext::untorn_helper_page_mkwrite),
         ..pin_init::zeroed()

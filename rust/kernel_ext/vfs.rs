@@ -1176,9 +1176,47 @@ impl LowerFile {
         extra_flags: i32,
         write: bool,
     ) -> Result<usize> {
-        // SAFETY: `UserIter` is the VFS's iterator, valid for this synchronous call.
-        let iter = unsafe { &mut *iter.as_ptr() };
-        self.rw_flags(pos, iter, bindings::IOCB_DIRECT as i32 | extra_flags, write)
+        /// Attempts without faults before the last one, with them.
+        const NOFAULT_TRIES: u32 = 8;
+        let flags = bindings::IOCB_DIRECT as i32 | extra_flags;
+        for _ in 0..NOFAULT_TRIES {
+            let count = iter.count();
+            // The lower pins the user's pages holding its `i_rwsem`. A fault there, on a
+            // mapping of this very file, would fill one of our folios from the lower under that
+            // lock, which the lower may hold exclusively (an extending write): a deadlock. So
+            // the lower must not fault; the buffer is faulted in without its locks instead, as
+            // btrfs and gfs2 do for their own direct I/O.
+            let result = {
+                // SAFETY: `UserIter` is the VFS's iterator, valid for this synchronous call.
+                let raw = unsafe { &mut *iter.as_ptr() };
+                raw.nofault = true;
+                let result = self.rw_flags(pos, raw, flags, write);
+                raw.nofault = false;
+                result
+            };
+            if result != Err(EFAULT) {
+                return result;
+            }
+            // Nothing was done (the lower returns `EFAULT` only then, or after writing bytes
+            // that the next attempt writes again): give back what the lower consumed.
+            // SAFETY: The lower consumed `count - iter.count()` bytes of `iter`.
+            unsafe { iter.revert(count - iter.count()) };
+            // SAFETY: The iterator is valid; faulting in takes no lock of ours or the lower's.
+            let left = unsafe {
+                if write {
+                    bindings::fault_in_iov_iter_readable(iter.as_ptr(), count)
+                } else {
+                    bindings::fault_in_iov_iter_writeable(iter.as_ptr(), count)
+                }
+            };
+            if left != 0 {
+                // A page that cannot be faulted in: the last attempt gives its errno.
+                break;
+            }
+        }
+        // SAFETY: As above.
+        let raw = unsafe { &mut *iter.as_ptr() };
+        self.rw_flags(pos, raw, flags, write)
     }
 }
 

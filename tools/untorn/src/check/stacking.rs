@@ -182,6 +182,7 @@ const OPERATIONS: &[(&str, OperationTest)] = &[
     ("fallocate-and-punch-hole", fallocate_and_punch_hole),
     ("xattr-user", xattr_user),
     ("o-direct-coherence", o_direct_coherence),
+    ("o-direct-from-own-mapping", o_direct_from_own_mapping),
     ("mmap-shared-write", mmap_shared_write),
     ("mmap-private-write", mmap_private_write),
     ("fsync-fdatasync-syncfs-sync", sync_calls),
@@ -1669,6 +1670,56 @@ fn mmap_writer_vs_truncate(p: &mut Place) -> Result<()> {
     f.sync_all()?;
     ensure_content(&p.low("f"), &vec![0; LEN], "lower at the end")?;
     Ok(())
+}
+
+/// `O_DIRECT` I/O whose user buffer is a mapping of the same file, as fstests' `mmap-rw-fault`
+/// does: the lower holds its `i_rwsem` while it pins the buffer, and a fault on an uncached page
+/// of the mapping then fills it from the lower. A direct write past the end of file (leaving a
+/// hole, which XFS zeroes under its exclusive iolock) and a direct read, from and into pages not
+/// in the page cache.
+fn o_direct_from_own_mapping(p: &mut Place) -> Result<()> {
+    const LEN: usize = 64 << 10;
+    const GAP: usize = 4096;
+    const IO: usize = 16384;
+    let data = pattern(60, LEN);
+    create_with(&p.up("f"), &data)?.sync_all()?;
+    // Nothing of the file in untorn's page cache.
+    p.cycle()?;
+    {
+        let f = open_rw(&p.up("f"))?;
+        let map = Mapping::new(&f, 0, LEN, true)?;
+        let direct = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .custom_flags(libc::O_DIRECT)
+            .open(p.up("f"))?;
+        let watchdog = Watchdog::start(
+            "O_DIRECT from a mapping of the file",
+            Duration::from_secs(120),
+        );
+        let at = (LEN + GAP) as u64;
+        let n = map
+            .write_from(&direct, 0, IO, at, 0)
+            .context("O_DIRECT write from the mapping, past the end of file")?;
+        ensure!(n == IO, "short O_DIRECT write from the mapping: {n}");
+        watchdog.tick();
+        // The new data back into the mapping's last pages, not read yet either.
+        let n = map
+            .read_into(&direct, LEN - IO, IO, at)
+            .context("O_DIRECT read into the mapping")?;
+        ensure!(n == IO, "short O_DIRECT read into the mapping: {n}");
+    }
+    let mut want = data.clone();
+    want[LEN - IO..].copy_from_slice(&data[..IO]);
+    want.resize(LEN + GAP, 0);
+    want.extend_from_slice(&data[..IO]);
+    ensure_content(&p.up("f"), &want, "after O_DIRECT I/O with its own mapping")?;
+    p.cycle()?;
+    ensure_content(
+        &p.up("f"),
+        &want,
+        "after O_DIRECT I/O with its own mapping, remounted",
+    )
 }
 
 /// An `O_DIRECT` write of pages that a shared mapping keeps dirtying succeeds (no `EBUSY`).
