@@ -69,9 +69,13 @@ pub(crate) fn read_iter(kiocb: &mut Kiocb<'_, Untorn>, iter: &mut UserIter) -> R
     let counters = inode.super_block().info().data.counters();
     Counters::inc(&counters.direct_reads);
     let lower = data_file(inode)?;
-    inode
+    let read = inode
         .super_block()
-        .as_mounter(|| kiocb.lower_direct(lower, iter, false))
+        .as_mounter(|| kiocb.lower_direct(lower, iter, false))?;
+    // The data file is `O_NOATIME`: the access time is ours to update, as `filemap_read()`
+    // does for buffered reads.
+    kiocb.file().accessed();
+    Ok(read)
 }
 
 /// Buffered reads, one publication window at a time: a window is read again if a writethrough
@@ -147,9 +151,13 @@ fn write_direct(kiocb: &mut Kiocb<'_, Untorn>, iter: &mut UserIter) -> Result<us
     let inode = kiocb.inode();
     let (start, end) = (kiocb.pos(), kiocb.pos() + iter.count() as i64 - 1);
     inode.write_and_wait(start, end)?;
-    inode.invalidate(start, end)?;
     let counters = inode.super_block().info().data.counters();
     Counters::inc(&counters.direct_writes);
+    match inode.invalidate(start, end) {
+        Ok(()) => {}
+        Err(e) if e == EBUSY => return write_direct_fallback(kiocb, iter),
+        Err(e) => return Err(e),
+    }
     let lower = data_file(inode)?;
     let written = inode
         .super_block()
@@ -159,6 +167,24 @@ fn write_direct(kiocb: &mut Kiocb<'_, Untorn>, iter: &mut UserIter) -> Result<us
     let _ = inode.invalidate(start, end);
     if kiocb.pos() > inode.size() {
         inode.set_size(kiocb.pos());
+    }
+    Ok(written)
+}
+
+/// A folio of the range was dirtied again through a shared mapping between its write-back and
+/// its invalidation, so it cannot be dropped: the write goes through the page cache instead, and
+/// its range is written back and dropped, as the kernel's own fallback does when a direct write
+/// cannot invalidate the page cache (`-ENOTBLK` from `fs/iomap/direct-io.c`, then
+/// `direct_write_fallback()`).
+fn write_direct_fallback(kiocb: &mut Kiocb<'_, Untorn>, iter: &mut UserIter) -> Result<usize> {
+    let inode = kiocb.inode();
+    let start = kiocb.pos();
+    let written = kiocb.perform_write(iter)?;
+    if written > 0 {
+        let end = start + written as i64 - 1;
+        inode.write_and_wait(start, end)?;
+        // As after a direct write: a folio dirtied again meanwhile stays, which is no error.
+        let _ = inode.invalidate(start, end);
     }
     Ok(written)
 }

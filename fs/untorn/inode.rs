@@ -8,6 +8,7 @@ use kernel::{bindings, prelude::*};
 
 use crate::{
     kernel_ext::{
+        cred,
         lower::{self, Acl},
         ops::{copy_attributes, DelayedCall, Iattr, InValue, Kstat, OutBuffer},
         vfs::{Dentry, Inode},
@@ -80,6 +81,14 @@ pub(crate) fn getattr(
     Ok(())
 }
 
+/// A read through untorn is due to update the access time (`file_accessed()` on our file,
+/// under our mount's rules): the lower data file's atime is updated, under the lower's rules,
+/// and ours follows it, as overlayfs does. The data files are `O_NOATIME`, so the page cache's
+/// own reads of them never update it.
+pub(crate) fn update_atime(inode: &Inode<Untorn>) -> bool {
+    inode.super_block().as_mounter(|| inode.touch_lower_atime())
+}
+
 fn newest(a: bindings::timespec64, b: bindings::timespec64) -> bindings::timespec64 {
     if (b.tv_sec, b.tv_nsec) > (a.tv_sec, a.tv_nsec) {
         b
@@ -112,14 +121,21 @@ pub(crate) fn setattr(dentry: &Dentry<Untorn>, attr: &Iattr) -> Result {
         inode.write_and_wait(lower_attr.ia_size, i64::MAX)?;
     }
     let lower_dentry = dentry.lower()?;
-    dentry
-        .super_block()
-        .as_mounter_writing(|| lower::setattr(lower_dentry, &mut lower_attr))?;
+    let sb = dentry.super_block();
+    sb.as_mounter_writing(|| lower::setattr(lower_dentry, &mut lower_attr))?;
     if resize {
-        if lower_attr.ia_size > inode.size() {
+        let size = lower_attr.ia_size;
+        if size > inode.size() {
             inode.zero_beyond_eof(inode.size());
         }
-        inode.truncate_setsize(lower_attr.ia_size);
+        inode.truncate_setsize(size);
+        // A folio past the new size that a shared mapping dirtied again after the write-back
+        // above may have been written back after the lower truncate, with our old size, which
+        // extended the lower again. Now none is left or under writeback (`truncate_setsize()`
+        // waited for them), and writeback stops at the new size: truncate the lower once more.
+        if inode.lower().size() > size {
+            sb.as_mounter_writing(|| lower::truncate(lower_dentry, size))?;
+        }
     }
     if lower_attr.ia_valid & bindings::ATTR_MODE != 0 {
         // A mode change rewrites the ACL's mask on the lower.
@@ -129,8 +145,13 @@ pub(crate) fn setattr(dentry: &Dentry<Untorn>, attr: &Iattr) -> Result {
     Ok(())
 }
 
-/// The lower's names, without those untorn keeps to itself (`trusted.untorn.*`).
+/// The lower's names, without those untorn keeps to itself (`trusted.untorn.*`), and without
+/// `trusted.*` names for a caller without `CAP_SYS_ADMIN`: the lower lists as the mounter, so it
+/// would show them (the rule of XFS's and ext4's own `listxattr`, as overlayfs filters them).
 pub(crate) fn listxattr(dentry: &Dentry<Untorn>, buf: OutBuffer) -> Result<usize> {
+    // The caller's right, checked before the mounter's credentials are installed, and only if
+    // a `trusted.*` name is there (no capability use is recorded otherwise).
+    let mut may_list_trusted = None;
     let lower_dentry = dentry.lower()?;
     let sb = dentry.super_block();
     // The whole list is needed to filter it, also when the caller only asks for its size.
@@ -145,7 +166,11 @@ pub(crate) fn listxattr(dentry: &Dentry<Untorn>, buf: OutBuffer) -> Result<usize
             .iter()
             .position(|&b| b == 0)
             .map_or(size, |n| start + n + 1);
-        if !is_private_xattr(&names[start..end]) {
+        let name = &names[start..end];
+        let hidden = is_private_xattr(name)
+            || (name.starts_with(b"trusted.")
+                && !*may_list_trusted.get_or_insert_with(cred::current_may_list_trusted));
+        if !hidden {
             names.copy_within(start..end, kept);
             kept += end - start;
         }
@@ -203,9 +228,17 @@ pub(crate) fn get_acl(dentry: &Dentry<Untorn>, acl_type: i32) -> Result<Acl> {
 
 pub(crate) fn set_acl(dentry: &Dentry<Untorn>, acl: Acl, acl_type: i32) -> Result {
     let lower_dentry = dentry.lower()?;
-    dentry
-        .super_block()
-        .as_mounter_writing(|| lower::set_acl(lower_dentry, acl_type, acl))?;
+    let sb = dentry.super_block();
+    // The lower applies `posix_acl_update_mode()` with the mounter's credentials, which keep
+    // the set-group-ID bit: clear it first for a caller outside the file's group without
+    // `CAP_FSETID`, as overlayfs' `ovl_set_acl()`.
+    if dentry
+        .inode()
+        .is_some_and(|inode| inode.acl_kills_sgid(acl_type))
+    {
+        sb.as_mounter_writing(|| lower::kill_sgid(lower_dentry))?;
+    }
+    sb.as_mounter_writing(|| lower::set_acl(lower_dentry, acl_type, acl))?;
     if let Some(inode) = dentry.inode() {
         inode.forget_cached_acls();
         copy_attributes(inode);

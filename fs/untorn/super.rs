@@ -4,7 +4,17 @@
 
 use core::sync::atomic::{AtomicU8, Ordering};
 
-use kernel::{bindings, debugfs, prelude::*, seq_file::SeqFile, seq_print, str::CString};
+use kernel::{
+    bindings, debugfs,
+    prelude::*,
+    seq_file::SeqFile,
+    seq_print,
+    str::CString,
+    sync::atomic::{
+        Atomic,
+        Relaxed, //
+    },
+};
 
 use crate::{
     counters::{Counters, Latency},
@@ -30,6 +40,10 @@ pub(crate) struct UntornSb {
     latency: Pin<KBox<debugfs::File<Latency>>>,
     /// Where writethrough writes publish into the page cache (see `writethrough.rs`).
     publication: Publication,
+    /// Testing only, in debugfs (root): writethrough copies into the page cache outside the
+    /// publication slots, so that racing readers can see half of an untorn write. The negative
+    /// control of the racing-readers test, which shows that the test catches such reads.
+    skip_publication: Pin<KBox<debugfs::File<Atomic<bool>>>>,
     _debugfs_dir: debugfs::Dir,
 }
 
@@ -49,6 +63,11 @@ impl UntornSb {
 
     pub(crate) fn publication(&self) -> &Publication {
         &self.publication
+    }
+
+    /// Whether the testing knob `debug_skip_publication` is set.
+    pub(crate) fn skip_publication(&self) -> bool {
+        self.skip_publication.load(Relaxed)
     }
 }
 
@@ -98,11 +117,16 @@ pub(crate) unsafe extern "C" fn untorn_fill_super(
             dir.read_only_file(c"wt_latency_us", Latency::new()),
             GFP_KERNEL,
         )?;
+        let skip_publication = KBox::pin_init(
+            dir.read_write_file(c"debug_skip_publication", Atomic::new(false)),
+            GFP_KERNEL,
+        )?;
         let data = UntornSb {
             policy: AtomicU8::new(policy_to_c(policy)),
             counters,
             latency,
             publication: Publication::new()?,
+            skip_publication,
             _debugfs_dir: dir,
         };
         // SAFETY: Per our contract.

@@ -151,6 +151,9 @@ impl StackedFs for Untorn {
     fn getattr(dentry: &Dentry<Self>, stat: &mut Kstat, request_mask: u32, flags: u32) -> Result {
         inode::getattr(dentry, stat, request_mask, flags)
     }
+    fn update_atime(inode: &Inode<Self>) -> bool {
+        inode::update_atime(inode)
+    }
     fn setattr(dentry: &Dentry<Self>, attr: &Iattr) -> Result {
         inode::setattr(dentry, attr)
     }

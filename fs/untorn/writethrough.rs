@@ -421,7 +421,7 @@ fn publish(
 ) {
     let data = &inode.super_block().info().data;
     let slot = Slot::of(inode.lower().ino(), pos as u64);
-    data.publication().publish(slot, || {
+    let copy = || {
         for f in folios {
             let folio = &f.folio;
             let (fpos, fend) = (folio.pos(), folio.pos() + folio.size() as i64);
@@ -442,5 +442,10 @@ fn publish(
             }
             folio.flush_dcache();
         }
-    });
+    };
+    if data.skip_publication() {
+        copy();
+    } else {
+        data.publication().publish(slot, copy);
+    }
 }

@@ -248,6 +248,28 @@ struct folio *untorn_helper_write_begin_get_folio(struct address_space *mapping,
 				   mapping_gfp_mask(mapping));
 }
 
+/*
+ * The upper inode's ->update_time for the access time, as overlayfs' ovl_update_time(): the
+ * lower file's atime is updated under the lower's rules (its mount flags, relatime), where it
+ * persists, and the upper inode takes it.
+ */
+void untorn_helper_touch_atime(struct inode *upper, struct file *lower)
+{
+	touch_atime(&lower->f_path);
+	inode_set_atime_to_ts(upper, inode_get_atime(file_inode(lower)));
+}
+
+/*
+ * Whether setting an ACL of @type on @inode must clear its set-group-ID bit: the rule of
+ * posix_acl_update_mode(), which the lower applies with the mounter's credentials, so untorn
+ * checks the caller itself (as overlayfs' ovl_set_acl()).
+ */
+bool untorn_helper_acl_kills_sgid(struct inode *inode, int type)
+{
+	return type == ACL_TYPE_ACCESS && (inode->i_mode & S_ISGID) &&
+	       !in_group_or_capable(&nop_mnt_idmap, inode, i_gid_into_vfsgid(&nop_mnt_idmap, inode));
+}
+
 bool untorn_helper_current_has_mm(void)
 {
 	return current->mm != NULL;
@@ -469,6 +491,82 @@ unsigned int untorn_helper_memalloc_noio_save(void)
 void untorn_helper_memalloc_noio_restore(unsigned int flags)
 {
 	memalloc_noio_restore(flags);
+}
+
+/*
+ * ->fault: filemap_fault(), except that untorn's page cache is never filled from the lower while
+ * the fault holds mmap_lock or the VMA lock.
+ *
+ * Filling a folio reads the lower file, which takes the lower's i_rwsem (XFS' iolock, ext4's
+ * i_rwsem) under our invalidate_lock. The lower holds that lock while it copies to or from user
+ * memory (a buffered read(2), a direct write's GUP), which may fault and take mmap_lock. A fill
+ * under mmap_lock closes the circle mmap_lock -> our invalidate_lock -> lower i_rwsem ->
+ * mmap_lock, which lockdep reports, and which deadlocks for real when the lower file itself
+ * is read or written into a mapping of its untorn file. filemap_fault() drops the fault lock
+ * before its I/O only on a first attempt, and takes our invalidate_lock before dropping it.
+ *
+ * So: an up-to-date folio found and try-locked is mapped at once, as filemap_fault() would (its
+ * size check included). Otherwise, when the fault may be retried, the fault lock is dropped and
+ * the folio is read (or waited for, or read ahead of) without it, and the fault is retried
+ * (VM_FAULT_RETRY). A folio whose read failed (present, unlocked, not up to date), or a fault
+ * that may not drop its lock, goes to filemap_fault(), which reads it under the lock and
+ * returns SIGBUS on error: lockdep can then see the circle, on I/O errors only.
+ */
+vm_fault_t untorn_helper_fault(struct vm_fault *vmf)
+{
+	struct file *file = vmf->vma->vm_file;
+	struct address_space *mapping = file->f_mapping;
+	struct inode *inode = mapping->host;
+	pgoff_t index = vmf->pgoff;
+	struct folio *folio;
+
+	if (index >= DIV_ROUND_UP(i_size_read(inode), PAGE_SIZE))
+		return VM_FAULT_SIGBUS;
+	folio = filemap_get_folio(mapping, index);
+	if (IS_ERR(folio)) {
+		folio = NULL;
+	} else if (folio_test_uptodate(folio) && !folio_test_readahead(folio) &&
+		   folio_trylock(folio)) {
+		if (folio->mapping == mapping && folio_test_uptodate(folio)) {
+			/* As filemap_fault(): i_size again, under the folio lock. */
+			if (index >= DIV_ROUND_UP(i_size_read(inode), PAGE_SIZE)) {
+				folio_unlock(folio);
+				folio_put(folio);
+				return VM_FAULT_SIGBUS;
+			}
+			vmf->page = folio_file_page(folio, index);
+			return VM_FAULT_LOCKED;
+		}
+		folio_unlock(folio);
+	} else if (!folio_test_uptodate(folio) && !folio_test_locked(folio)) {
+		/* Its read failed: filemap_fault() reads it once more, or returns SIGBUS. */
+		folio_put(folio);
+		return filemap_fault(vmf);
+	}
+	if (!(vmf->flags & FAULT_FLAG_ALLOW_RETRY) || (vmf->flags & FAULT_FLAG_RETRY_NOWAIT)) {
+		if (folio)
+			folio_put(folio);
+		return filemap_fault(vmf);
+	}
+
+	/* From here on, nothing of the VMA may be touched: it may go once the lock is dropped. */
+	get_file(file);
+	release_fault_lock(vmf);
+	if (!folio) {
+		page_cache_sync_readahead(mapping, &file->f_ra, file, index, 1);
+	} else {
+		if (folio_test_readahead(folio))
+			page_cache_async_readahead(mapping, &file->f_ra, file, folio, 1);
+		folio_wait_locked_killable(folio);
+		folio_put(folio);
+	}
+	filemap_invalidate_lock_shared(mapping);
+	folio = read_mapping_folio(mapping, index, file);
+	filemap_invalidate_unlock_shared(mapping);
+	if (!IS_ERR(folio))
+		folio_put(folio);
+	fput(file);
+	return VM_FAULT_RETRY | VM_FAULT_MAJOR;
 }
 
 /*

@@ -95,6 +95,11 @@ struct folio *untorn_helper_filemap_lock_folio(struct address_space *mapping, pg
 struct folio *untorn_helper_write_begin_get_folio(struct address_space *mapping, loff_t pos,
 						  size_t len);
 
+/* Part 1 fixes: the access time, set-group-ID after setfacl. */
+void untorn_helper_file_accessed(struct file *file);
+void untorn_helper_touch_atime(struct inode *upper, struct file *lower);
+bool untorn_helper_acl_kills_sgid(struct inode *inode, int type);
+
 /* Part 2: the writethrough path (see Documentation/filesystems/untorn.rst). */
 bool untorn_helper_current_has_mm(void);
 long untorn_helper_bounce_map(size_t len);
@@ -128,8 +133,8 @@ bool untorn_helper_publication_read_retry(struct untorn_publication *slots, unsi
 void untorn_helper_publication_write_begin(struct untorn_publication *slots, unsigned int slot);
 void untorn_helper_publication_write_end(struct untorn_publication *slots, unsigned int slot);
 
+vm_fault_t untorn_helper_fault(struct vm_fault *vmf);
 vm_fault_t untorn_helper_page_mkwrite(struct vm_fault *vmf);
-void untorn_helper_file_accessed(struct file *file);
 
 /* The block device side (rust/kernel_ext/block.rs, used by samples/rust/tornblk). */
 const struct block_device_operations *untorn_helper_bdev_fops(void);

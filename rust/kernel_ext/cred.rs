@@ -48,6 +48,19 @@ impl MounterCred {
     }
 }
 
+/// Whether the current task has `CAP_SYS_ADMIN` in the initial user namespace, without an
+/// audit record: the right to see `trusted.*` extended attribute names (as overlayfs'
+/// `ovl_can_list()`).
+pub fn current_may_list_trusted() -> bool {
+    // SAFETY: `init_user_ns` is a static of the kernel; we only take its address.
+    unsafe {
+        bindings::ns_capable_noaudit(
+            core::ptr::addr_of_mut!(bindings::init_user_ns),
+            bindings::CAP_SYS_ADMIN as i32,
+        )
+    }
+}
+
 /// Overridden credentials of the current task; dropping it restores the previous ones.
 ///
 /// # Invariants

@@ -240,6 +240,23 @@ pub fn setattr(dentry: &LowerDentry, attr: &mut bindings::iattr) -> Result {
     result
 }
 
+/// Clears the set-group-ID bit of a lower dentry (`notify_change()` with `ATTR_KILL_SGID`).
+pub fn kill_sgid(dentry: &LowerDentry) -> Result {
+    // SAFETY: `iattr` is plain data, for which all zeroes is valid (no attribute set).
+    let mut attr: bindings::iattr = unsafe { core::mem::zeroed() };
+    attr.ia_valid = bindings::ATTR_KILL_SGID;
+    setattr(dentry, &mut attr)
+}
+
+/// Truncates a lower dentry to `size` (`notify_change()` with `ATTR_SIZE`).
+pub fn truncate(dentry: &LowerDentry, size: i64) -> Result {
+    // SAFETY: `iattr` is plain data, for which all zeroes is valid (no attribute set).
+    let mut attr: bindings::iattr = unsafe { core::mem::zeroed() };
+    attr.ia_valid = bindings::ATTR_SIZE;
+    attr.ia_size = size;
+    setattr(dentry, &mut attr)
+}
+
 /// `inode_permission()` on a lower inode.
 pub fn permission(inode: &super::vfs::LowerInode, mask: i32) -> Result {
     // SAFETY: `inode` is referenced.

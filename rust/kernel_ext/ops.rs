@@ -84,6 +84,9 @@ pub trait StackedFs: Sized + Send + Sync + 'static {
     fn permission(inode: &Inode<Self>, mask: i32) -> Result;
     /// `stat(2)`/`statx(2)`.
     fn getattr(dentry: &Dentry<Self>, stat: &mut Kstat, request_mask: u32, flags: u32) -> Result;
+    /// The access time is due (`->update_time` for the atime): push it to the lower; `false`
+    /// if the inode has no lower file to touch, for the generic update of our inode alone.
+    fn update_atime(inode: &Inode<Self>) -> bool;
     /// `chmod(2)`, `chown(2)`, `utimensat(2)`, `truncate(2)`.
     fn setattr(dentry: &Dentry<Self>, attr: &Iattr) -> Result;
     /// `listxattr(2)`: fills `buf` (or measures, if null) and returns the size.
@@ -337,6 +340,13 @@ impl UpperFile {
         // SAFETY: Taken above.
         unsafe { bindings::mnt_drop_write_file(self.as_ptr()) };
         result
+    }
+
+    /// Updates the access time as a read of the file does (`file_accessed()`: unless the file
+    /// was opened `O_NOATIME`, under the mount's and the inode's atime rules).
+    pub fn accessed(&self) {
+        // SAFETY: A live file.
+        unsafe { ext::untorn_helper_file_accessed(self.as_ptr()) };
     }
 
     /// The dentry the file was opened on.
@@ -641,6 +651,7 @@ impl<T: StackedFs> Tables<T> {
         getattr: Some(Self::getattr),
         setattr: Some(Self::setattr),
         listxattr: Some(Self::listxattr),
+        update_time: Some(Self::update_time),
         ..pin_init::zeroed()
     };
 
@@ -671,10 +682,11 @@ impl<T: StackedFs> Tables<T> {
         ..pin_init::zeroed()
     };
 
-    /// Operations of shared mappings of regular files: the generic ones, but for a
-    /// `page_mkwrite` that never sleeps on a folio lock (`untorn_helper_page_mkwrite`).
+    /// Operations of mappings of regular files: the generic ones, but for a `fault` that never
+    /// reads the lower under the fault lock (`untorn_helper_fault`) and a `page_mkwrite` that
+    /// never sleeps on a folio lock (`untorn_helper_page_mkwrite`).
     pub const VM_OPS: bindings::vm_operations_struct = bindings::vm_operations_struct {
-        fault: Some(bindings::filemap_fault),
+        fault: Some(ext::untorn_helper_fault),
         map_pages: Some(bindings::filemap_map_pages),
         page_mkwrite: Some(ext::untorn_helper_page_mkwrite),
         ..pin_init::zeroed()
@@ -1044,6 +1056,28 @@ impl<T: StackedFs> Tables<T> {
         // SAFETY: A path on our mount.
         let dentry = unsafe { Dentry::<T>::from_raw((*path).dentry) };
         from_result(|| T::getattr(dentry, &mut Kstat(stat), request_mask, flags).map(|()| 0))
+    }
+
+    /// # Safety
+    ///
+    /// Called by the VFS with the arguments its contract for this operation guarantees.
+    unsafe extern "C" fn update_time(
+        inode: *mut bindings::inode,
+        kind: bindings::fs_update_time,
+        flags: u32,
+    ) -> i32 {
+        if kind == bindings::fs_update_time_FS_UPD_ATIME {
+            if flags & ext::UNTORN_IOCB_NOWAIT as u32 != 0 {
+                // The lower's update may block.
+                return EAGAIN.to_errno();
+            }
+            // SAFETY: Our inode, referenced by the caller (`touch_atime()` on our path).
+            if T::update_atime(unsafe { Inode::<T>::from_raw(inode) }) {
+                return 0;
+            }
+        }
+        // SAFETY: The VFS's arguments, passed on.
+        unsafe { bindings::generic_update_time(inode, kind, flags) }
     }
 
     /// # Safety

@@ -1071,6 +1071,24 @@ impl<T: StackedFs> Inode<T> {
         to_result(unsafe { bindings::invalidate_inode_pages2_range(self.mapping(), first, last) })
     }
 
+    /// Updates the lower data file's access time (`touch_atime()`, under the lower's rules) and
+    /// takes it for this inode, as overlayfs' `ovl_update_time()`; `false` without a data file.
+    pub fn touch_lower_atime(&self) -> bool {
+        let Some(lower) = self.data_file() else {
+            return false;
+        };
+        // SAFETY: A live inode and its data file, referenced until eviction.
+        unsafe { ext::untorn_helper_touch_atime(self.as_ptr(), lower.as_ptr()) };
+        true
+    }
+
+    /// Whether setting an ACL of `acl_type` must clear the set-group-ID bit because the caller
+    /// is neither in the file's group nor has `CAP_FSETID` (`posix_acl_update_mode()`'s rule).
+    pub fn acl_kills_sgid(&self, acl_type: i32) -> bool {
+        // SAFETY: A live inode; reads its mode and group with the current credentials.
+        unsafe { ext::untorn_helper_acl_kills_sgid(self.as_ptr(), acl_type) }
+    }
+
     /// Sets the size and drops or zeroes the page cache beyond it (`truncate_setsize()`).
     pub fn truncate_setsize(&self, size: i64) {
         // SAFETY: The caller holds `i_rwsem`.
@@ -1158,9 +1176,47 @@ impl LowerFile {
         extra_flags: i32,
         write: bool,
     ) -> Result<usize> {
-        // SAFETY: `UserIter` is the VFS's iterator, valid for this synchronous call.
-        let iter = unsafe { &mut *iter.as_ptr() };
-        self.rw_flags(pos, iter, bindings::IOCB_DIRECT as i32 | extra_flags, write)
+        /// Attempts without faults before the last one, with them.
+        const NOFAULT_TRIES: u32 = 8;
+        let flags = bindings::IOCB_DIRECT as i32 | extra_flags;
+        for _ in 0..NOFAULT_TRIES {
+            let count = iter.count();
+            // The lower pins the user's pages holding its `i_rwsem`. A fault there, on a
+            // mapping of this very file, would fill one of our folios from the lower under that
+            // lock, which the lower may hold exclusively (an extending write): a deadlock. So
+            // the lower must not fault; the buffer is faulted in without its locks instead, as
+            // btrfs and gfs2 do for their own direct I/O.
+            let result = {
+                // SAFETY: `UserIter` is the VFS's iterator, valid for this synchronous call.
+                let raw = unsafe { &mut *iter.as_ptr() };
+                raw.nofault = true;
+                let result = self.rw_flags(pos, raw, flags, write);
+                raw.nofault = false;
+                result
+            };
+            if result != Err(EFAULT) {
+                return result;
+            }
+            // Nothing was done (the lower returns `EFAULT` only then, or after writing bytes
+            // that the next attempt writes again): give back what the lower consumed.
+            // SAFETY: The lower consumed `count - iter.count()` bytes of `iter`.
+            unsafe { iter.revert(count - iter.count()) };
+            // SAFETY: The iterator is valid; faulting in takes no lock of ours or the lower's.
+            let left = unsafe {
+                if write {
+                    bindings::fault_in_iov_iter_readable(iter.as_ptr(), count)
+                } else {
+                    bindings::fault_in_iov_iter_writeable(iter.as_ptr(), count)
+                }
+            };
+            if left != 0 {
+                // A page that cannot be faulted in: the last attempt gives its errno.
+                break;
+            }
+        }
+        // SAFETY: As above.
+        let raw = unsafe { &mut *iter.as_ptr() };
+        self.rw_flags(pos, raw, flags, write)
     }
 }
 

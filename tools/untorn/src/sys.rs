@@ -434,6 +434,85 @@ impl Mapping {
         // SAFETY: The range is exactly our mapping.
         check(unsafe { libc::msync(self.addr, self.len, libc::MS_SYNC) }).map(drop)
     }
+
+    /// Stores `byte` at `offset`: a volatile store, for threads that share the mapping (no
+    /// Rust reference to its bytes exists then). The page must be within the file.
+    pub fn store(&self, offset: usize, byte: u8) -> io::Result<()> {
+        if offset >= self.len {
+            return Err(io::Error::from_raw_os_error(libc::EINVAL));
+        }
+        // SAFETY: Inside the mapping, which is writable; a volatile byte store races with
+        // nothing Rust can observe.
+        unsafe { self.addr.cast::<u8>().add(offset).write_volatile(byte) };
+        Ok(())
+    }
+
+    /// `preadv2(file, ..., file_offset, 0)` of `len` bytes into the mapping at `offset`: the
+    /// kernel copies into the mapped pages (faulting them in as needed, through the file's
+    /// `page_mkwrite` for a shared mapping), and where it cannot (a page wholly beyond the end of
+    /// the file) the read fails with `EFAULT` instead of raising `SIGBUS`.
+    pub fn read_into(
+        &self,
+        file: &File,
+        offset: usize,
+        len: usize,
+        file_offset: u64,
+    ) -> io::Result<usize> {
+        let iov = self.iovec(offset, len)?;
+        let file_offset = libc::off_t::try_from(file_offset)
+            .map_err(|_| io::Error::from_raw_os_error(libc::EINVAL))?;
+        // SAFETY: One iovec inside our mapping; the kernel writes only there.
+        check_size(unsafe { libc::preadv2(file.as_raw_fd(), &iov, 1, file_offset, 0) })
+    }
+
+    /// `pwritev2(file, ..., file_offset, flags)` of `len` bytes of the mapping from `offset`:
+    /// the kernel copies from the mapped pages (faulting them in as needed).
+    pub fn write_from(
+        &self,
+        file: &File,
+        offset: usize,
+        len: usize,
+        file_offset: u64,
+        flags: i32,
+    ) -> io::Result<usize> {
+        let iov = self.iovec(offset, len)?;
+        let file_offset = libc::off_t::try_from(file_offset)
+            .map_err(|_| io::Error::from_raw_os_error(libc::EINVAL))?;
+        // SAFETY: One iovec inside our mapping; the kernel only reads it.
+        check_size(unsafe { libc::pwritev2(file.as_raw_fd(), &iov, 1, file_offset, flags) })
+    }
+
+    fn iovec(&self, offset: usize, len: usize) -> io::Result<libc::iovec> {
+        if offset.checked_add(len).is_none_or(|end| end > self.len) {
+            return Err(io::Error::from_raw_os_error(libc::EINVAL));
+        }
+        Ok(libc::iovec {
+            // SAFETY: `offset` is inside the mapping (checked above).
+            iov_base: unsafe { self.addr.cast::<u8>().add(offset) }.cast(),
+            iov_len: len,
+        })
+    }
+}
+
+// SAFETY: The mapping belongs to the process, not to a thread. Its bytes are reached through
+// `as_mut_slice` (which needs `&mut self`), volatile stores, or the kernel.
+unsafe impl Send for Mapping {}
+// SAFETY: As above: `&self` gives no Rust reference to the bytes.
+unsafe impl Sync for Mapping {}
+
+/// `fork()`s a child that exits at once, and reaps it: in a process with other threads this
+/// takes the parent's `mmap_lock` for writing (to copy its address space), as any `fork` does.
+pub fn fork_and_reap() -> io::Result<()> {
+    // SAFETY: The child calls only `_exit`, which is async-signal-safe.
+    let pid = check(unsafe { libc::fork() })?;
+    if pid == 0 {
+        // SAFETY: Ends the child at once.
+        unsafe { libc::_exit(0) };
+    }
+    match wait_child(pid, "the child could not start")? {
+        0 => Ok(()),
+        code => Err(io::Error::other(format!("the child exited with {code}"))),
+    }
 }
 
 impl Drop for Mapping {
@@ -598,6 +677,134 @@ fn wait_child(pid: libc::pid_t, setup_failed: &str) -> io::Result<i32> {
         255 => Err(io::Error::other(setup_failed.to_string())),
         code => Ok(code),
     }
+}
+
+/// `sync_file_range(fd, 0, 0, SYNC_FILE_RANGE_WRITE)`: starts writeback of the whole file.
+pub fn sync_file_range_write(file: &File) -> io::Result<()> {
+    // SAFETY: A plain system call on our descriptor.
+    check(unsafe { libc::sync_file_range(file.as_raw_fd(), 0, 0, libc::SYNC_FILE_RANGE_WRITE) })
+        .map(drop)
+}
+
+/// Runs `f` in a child process with the user and group IDs `uid` and `gid` and no supplementary
+/// groups (so without capabilities), and returns its result as the child's exit status (0 to
+/// 254). `f` runs after `fork` in a copy of this process: it must only make async-signal-safe
+/// calls on data prepared before (no allocation, no locks).
+pub fn run_as_user(uid: u32, gid: u32, f: impl FnOnce() -> i32) -> io::Result<i32> {
+    // SAFETY: The child calls only setgroups, setgid, setuid, what `f` promises to call, and
+    // _exit.
+    let pid = check(unsafe { libc::fork() })?;
+    if pid == 0 {
+        // SAFETY: Async-signal-safe calls; `_exit` never returns.
+        unsafe {
+            let code = if libc::setgroups(0, std::ptr::null()) != 0
+                || libc::setgid(gid) != 0
+                || libc::setuid(uid) != 0
+            {
+                255
+            } else {
+                f().clamp(0, 254)
+            };
+            libc::_exit(code);
+        }
+    }
+    let mut status = 0;
+    // SAFETY: `pid` is our child; `status` is writable.
+    check(unsafe { libc::waitpid(pid, &mut status, 0) })?;
+    if !libc::WIFEXITED(status) {
+        return Err(io::Error::other(format!(
+            "child ended abnormally: status {status:#x}"
+        )));
+    }
+    match libc::WEXITSTATUS(status) {
+        255 => Err(io::Error::other("the child could not drop its privileges")),
+        code => Ok(code),
+    }
+}
+
+/// `setxattr(path, name, value, 0)` by a process of `uid`/`gid` without capabilities.
+pub fn setxattr_as_user(
+    uid: u32,
+    gid: u32,
+    path: &Path,
+    name: &str,
+    value: &[u8],
+) -> io::Result<()> {
+    let (path, name) = (cpath(path)?, cstr(name)?);
+    let code = run_as_user(uid, gid, || {
+        // SAFETY: NUL-terminated strings and a byte slice prepared before `fork`.
+        let ret = unsafe {
+            libc::setxattr(
+                path.as_ptr(),
+                name.as_ptr(),
+                value.as_ptr().cast(),
+                value.len(),
+                0,
+            )
+        };
+        if ret == 0 {
+            0
+        } else {
+            // SAFETY: `errno` of this thread.
+            unsafe { *libc::__errno_location() }
+        }
+    })?;
+    match code {
+        0 => Ok(()),
+        errno => Err(io::Error::from_raw_os_error(errno)),
+    }
+}
+
+/// `listxattr(path)` by a process of `uid`/`gid` without capabilities: the names (a list of
+/// at most 64 KiB, the kernel's limit).
+pub fn listxattr_as_user(uid: u32, gid: u32, path: &Path) -> io::Result<Vec<String>> {
+    const MAX: usize = 65536;
+    let path = cpath(path)?;
+    // The child writes the list into memory it shares with us: a shared anonymous mapping.
+    // SAFETY: A new mapping chosen by the kernel; nothing else refers to that memory.
+    let shared = unsafe {
+        libc::mmap(
+            std::ptr::null_mut(),
+            MAX,
+            libc::PROT_READ | libc::PROT_WRITE,
+            libc::MAP_SHARED | libc::MAP_ANONYMOUS,
+            -1,
+            0,
+        )
+    };
+    if shared == libc::MAP_FAILED {
+        return Err(io::Error::last_os_error());
+    }
+    let result = run_as_user(uid, gid, || {
+        // SAFETY: `shared` is writable for `MAX` bytes; the first 8 take the list's length.
+        unsafe {
+            let list = shared.cast::<u8>().add(8);
+            let got = libc::listxattr(path.as_ptr(), list.cast(), MAX - 8);
+            if got < 0 {
+                return *libc::__errno_location();
+            }
+            shared.cast::<u64>().write(got as u64);
+            0
+        }
+    });
+    let names = result.and_then(|code| {
+        if code != 0 {
+            return Err(io::Error::from_raw_os_error(code));
+        }
+        // SAFETY: The child has exited; it wrote a length of at most `MAX - 8` and the list.
+        let list = unsafe {
+            let len = (shared.cast::<u64>().read() as usize).min(MAX - 8);
+            std::slice::from_raw_parts(shared.cast::<u8>().add(8), len)
+        };
+        Ok(list
+            .split(|&b| b == 0)
+            .filter(|n| !n.is_empty())
+            .map(|n| String::from_utf8_lossy(n).into_owned())
+            .collect())
+    });
+    // SAFETY: Exactly our mapping; the slice above is gone.
+    unsafe { libc::munmap(shared, MAX) };
+    names
 }
 
 /// Anonymous memory taken and touched, so that the kernel has that much less for the page

@@ -182,6 +182,7 @@ const OPERATIONS: &[(&str, OperationTest)] = &[
     ("fallocate-and-punch-hole", fallocate_and_punch_hole),
     ("xattr-user", xattr_user),
     ("o-direct-coherence", o_direct_coherence),
+    ("o-direct-from-own-mapping", o_direct_from_own_mapping),
     ("mmap-shared-write", mmap_shared_write),
     ("mmap-private-write", mmap_private_write),
     ("fsync-fdatasync-syncfs-sync", sync_calls),
@@ -190,6 +191,20 @@ const OPERATIONS: &[(&str, OperationTest)] = &[
     ("2000-files-open", many_files_open),
     ("coherence-and-exact-sizes", coherence_and_exact_sizes),
     ("bad-input", bad_input),
+    ("atime-on-read", atime_on_read),
+    (
+        "listxattr-trusted-unprivileged",
+        listxattr_trusted_unprivileged,
+    ),
+    (
+        "setfacl-outside-group-clears-sgid",
+        setfacl_outside_group_clears_sgid,
+    ),
+    ("mmap-writer-vs-truncate", mmap_writer_vs_truncate),
+    (
+        "o-direct-write-vs-mmap-writer",
+        o_direct_write_vs_mmap_writer,
+    ),
 ];
 
 type StackTest = fn(&Env, &mut Stack) -> Result<()>;
@@ -1456,6 +1471,282 @@ fn bad_input(p: &mut Place) -> Result<()> {
 
 // ---------------------------------------------------------------------------------------------
 // The exerciser, bounded, on the group's lower filesystem
+
+/// One way of reading a file.
+type ReadOf = fn(&Path) -> Result<()>;
+
+fn atime_of(path: &Path) -> Result<(i64, i64)> {
+    let meta = fs::metadata(path).with_context(|| format!("stat {}", path.display()))?;
+    Ok((meta.atime(), meta.atime_nsec()))
+}
+
+/// Reads update the access time as on the lower (relatime: an atime older than the mtime is
+/// updated), through untorn on the lower file too, so that it persists; `O_NOATIME` does not.
+fn atime_on_read(p: &mut Place) -> Result<()> {
+    let (old, mtime) = ((1_000_000_000, 0), (1_500_000_000, 0));
+    let f = p.up("f");
+    drop(create_with(&f, &pattern(9, 8192))?);
+    let reads: [(&str, ReadOf); 4] = [
+        ("buffered read", |path| {
+            fs::read(path).map(drop).map_err(Into::into)
+        }),
+        ("O_DIRECT read", |path| {
+            let file = OpenOptions::new()
+                .read(true)
+                .custom_flags(libc::O_DIRECT)
+                .open(path)?;
+            let mut buf = AlignedBuf::new(4096, 4096);
+            file.read_exact_at(buf.as_mut_slice(), 0)?;
+            Ok(())
+        }),
+        ("mmap", |path| {
+            Mapping::new(&open_rw(path)?, 0, 4096, true)?;
+            Ok(())
+        }),
+        ("O_NOATIME read", |path| {
+            let file = OpenOptions::new()
+                .read(true)
+                .custom_flags(libc::O_NOATIME)
+                .open(path)?;
+            read_at(&file, 0, 8192).map(drop)
+        }),
+    ];
+    for (what, read) in reads {
+        sys::set_times(&f, old, mtime)?;
+        let ctime = fs::metadata(&f)?.ctime();
+        read(&f).with_context(|| what.to_string())?;
+        for (path, whose) in [(f.clone(), "untorn"), (p.low("f"), "lower")] {
+            let atime = atime_of(&path)?;
+            if what == "O_NOATIME read" {
+                ensure!(
+                    atime == old,
+                    "{what}: {whose} atime {atime:?} moved from {old:?}"
+                );
+            } else {
+                ensure!(
+                    atime.0 >= ctime,
+                    "{what}: {whose} atime {atime:?}, expected at least the ctime {ctime}"
+                );
+            }
+        }
+    }
+    // The last update that moved it persists.
+    sys::set_times(&f, old, mtime)?;
+    fs::read(&f)?;
+    let moved = atime_of(&f)?;
+    p.cycle()?;
+    let after = atime_of(&p.up("f"))?;
+    ensure!(
+        after == moved,
+        "atime after remount {after:?}, expected {moved:?}"
+    );
+    Ok(())
+}
+
+/// An unprivileged caller does not see `trusted.*` names, as on XFS and ext4 (untorn lists them
+/// as the mounter); root does.
+fn listxattr_trusted_unprivileged(p: &mut Place) -> Result<()> {
+    let f = p.up("f");
+    fs::write(&f, b"x")?;
+    sys::setxattr(&f, "trusted.test", b"t", 0)?;
+    sys::setxattr(&f, "user.visible", b"u", 0)?;
+    for (path, whose) in [(f.clone(), "untorn"), (p.low("f"), "lower")] {
+        let names = sys::listxattr(&path)?;
+        ensure!(
+            names.iter().any(|n| n == "trusted.test") && names.iter().any(|n| n == "user.visible"),
+            "{whose}: root's listxattr {names:?}"
+        );
+    }
+    let names = sys::listxattr_as_user(65534, 65534, &f).context("listxattr as nobody")?;
+    ensure!(
+        names.iter().any(|n| n == "user.visible")
+            && !names.iter().any(|n| n.starts_with("trusted.")),
+        "nobody's listxattr {names:?}: expected user.visible and no trusted.* name"
+    );
+    Ok(())
+}
+
+/// `system.posix_acl_access` with the entries `u::rwx u:1001:r g::rwx m::rwx o::-`.
+fn access_acl() -> Vec<u8> {
+    const UNDEFINED: u32 = u32::MAX;
+    let mut acl = 2u32.to_le_bytes().to_vec();
+    for (tag, perm, id) in [
+        (0x01u16, 7u16, UNDEFINED),
+        (0x02, 4, 1001),
+        (0x04, 7, UNDEFINED),
+        (0x10, 7, UNDEFINED),
+        (0x20, 0, UNDEFINED),
+    ] {
+        acl.extend_from_slice(&tag.to_le_bytes());
+        acl.extend_from_slice(&perm.to_le_bytes());
+        acl.extend_from_slice(&id.to_le_bytes());
+    }
+    acl
+}
+
+/// `setfacl` by the owner, outside the file's group and without `CAP_FSETID`, clears the
+/// set-group-ID bit (`posix_acl_update_mode()`); by root, it stays.
+fn setfacl_outside_group_clears_sgid(p: &mut Place) -> Result<()> {
+    const ACL: &str = "system.posix_acl_access";
+    for (name, by_owner, want) in [("owner", true, 0o770), ("root", false, 0o2770)] {
+        let f = p.up(name);
+        fs::write(&f, b"acl")?;
+        std::os::unix::fs::chown(&f, Some(1000), Some(2000))?;
+        fs::set_permissions(&f, fs::Permissions::from_mode(0o2770))?;
+        ensure!(
+            fs::metadata(&f)?.mode() & 0o7777 == 0o2770,
+            "{name}: chmod 2770"
+        );
+        if by_owner {
+            sys::setxattr_as_user(1000, 3000, &f, ACL, &access_acl())
+                .context("setfacl as the owner")?;
+        } else {
+            sys::setxattr(&f, ACL, &access_acl(), 0).context("setfacl as root")?;
+        }
+        for (path, whose) in [(f.clone(), "untorn"), (p.low(name), "lower")] {
+            let mode = fs::metadata(&path)?.mode() & 0o7777;
+            ensure!(
+                mode == want,
+                "setfacl by {name}: {whose} mode {mode:o}, expected {want:o}"
+            );
+            ensure!(
+                sys::getxattr(&path, ACL)? == access_acl(),
+                "setfacl by {name}: {whose} ACL"
+            );
+        }
+    }
+    Ok(())
+}
+
+/// Runs `f` while a thread keeps storing into every page of a shared mapping of `file` (from
+/// `/dev/zero`, so that pages past the end of file fail with `EFAULT` rather than `SIGBUS`) and
+/// another keeps starting writeback of it, as the flusher would.
+fn with_mapping_writer<R>(file: &File, len: usize, f: impl FnOnce() -> Result<R>) -> Result<R> {
+    let map = Mapping::new(file, 0, len, true)?;
+    let zero = File::open("/dev/zero")?;
+    let stop = std::sync::atomic::AtomicBool::new(false);
+    let page = sys::page_size();
+    std::thread::scope(|scope| {
+        scope.spawn(|| {
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                for offset in (0..len).step_by(page) {
+                    let _ = map.read_into(&zero, offset, 64, 0);
+                }
+            }
+        });
+        scope.spawn(|| {
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                let _ = sys::sync_file_range_write(file);
+            }
+        });
+        let result = f();
+        stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        result
+    })
+}
+
+/// A truncate is not undone on the lower by the writeback of a page that a shared mapping
+/// dirtied again past the new size: after it and `fsync`, the lower has exactly the new size.
+fn mmap_writer_vs_truncate(p: &mut Place) -> Result<()> {
+    const LEN: usize = 256 << 10;
+    const SMALL: u64 = 8192;
+    let f = create_with(&p.up("f"), &vec![0; LEN])?;
+    f.sync_all()?;
+    with_mapping_writer(&f, LEN, || {
+        for round in 0..60 {
+            f.set_len(SMALL)
+                .with_context(|| format!("round {round}: truncate down"))?;
+            f.sync_all()?;
+            let lower = fs::metadata(p.low("f"))?.len();
+            ensure!(
+                lower == SMALL,
+                "round {round}: lower size {lower} after truncate to {SMALL} and fsync"
+            );
+            f.set_len(LEN as u64)
+                .with_context(|| format!("round {round}: truncate up"))?;
+        }
+        Ok(())
+    })?;
+    f.sync_all()?;
+    ensure_content(&p.low("f"), &vec![0; LEN], "lower at the end")?;
+    Ok(())
+}
+
+/// `O_DIRECT` I/O whose user buffer is a mapping of the same file, as fstests' `mmap-rw-fault`
+/// does: the lower holds its `i_rwsem` while it pins the buffer, and a fault on an uncached page
+/// of the mapping then fills it from the lower. A direct write past the end of file (leaving a
+/// hole, which XFS zeroes under its exclusive iolock) and a direct read, from and into pages not
+/// in the page cache.
+fn o_direct_from_own_mapping(p: &mut Place) -> Result<()> {
+    const LEN: usize = 64 << 10;
+    const GAP: usize = 4096;
+    const IO: usize = 16384;
+    let data = pattern(60, LEN);
+    create_with(&p.up("f"), &data)?.sync_all()?;
+    // Nothing of the file in untorn's page cache.
+    p.cycle()?;
+    {
+        let f = open_rw(&p.up("f"))?;
+        let map = Mapping::new(&f, 0, LEN, true)?;
+        let direct = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .custom_flags(libc::O_DIRECT)
+            .open(p.up("f"))?;
+        let watchdog = Watchdog::start(
+            "O_DIRECT from a mapping of the file",
+            Duration::from_secs(120),
+        );
+        let at = (LEN + GAP) as u64;
+        let n = map
+            .write_from(&direct, 0, IO, at, 0)
+            .context("O_DIRECT write from the mapping, past the end of file")?;
+        ensure!(n == IO, "short O_DIRECT write from the mapping: {n}");
+        watchdog.tick();
+        // The new data back into the mapping's last pages, not read yet either.
+        let n = map
+            .read_into(&direct, LEN - IO, IO, at)
+            .context("O_DIRECT read into the mapping")?;
+        ensure!(n == IO, "short O_DIRECT read into the mapping: {n}");
+    }
+    let mut want = data.clone();
+    want[LEN - IO..].copy_from_slice(&data[..IO]);
+    want.resize(LEN + GAP, 0);
+    want.extend_from_slice(&data[..IO]);
+    ensure_content(&p.up("f"), &want, "after O_DIRECT I/O with its own mapping")?;
+    p.cycle()?;
+    ensure_content(
+        &p.up("f"),
+        &want,
+        "after O_DIRECT I/O with its own mapping, remounted",
+    )
+}
+
+/// An `O_DIRECT` write of pages that a shared mapping keeps dirtying succeeds (no `EBUSY`).
+/// (Which of the two writers' bytes end up in the file is not promised.)
+fn o_direct_write_vs_mmap_writer(p: &mut Place) -> Result<()> {
+    const LEN: usize = 64 << 10;
+    let f = create_with(&p.up("f"), &vec![0; LEN])?;
+    f.sync_all()?;
+    let direct = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .custom_flags(libc::O_DIRECT)
+        .open(p.up("f"))?;
+    let mut buf = AlignedBuf::new(4096, 4096);
+    buf.as_mut_slice().fill(0x5a);
+    with_mapping_writer(&f, LEN, || {
+        for round in 0..200 {
+            let offset = (round % (LEN / 4096) * 4096) as u64;
+            let n = direct
+                .write_at(buf.as_slice(), offset)
+                .with_context(|| format!("O_DIRECT write {round} at {offset}"))?;
+            ensure!(n == 4096, "short O_DIRECT write: {n}");
+        }
+        Ok(())
+    })?;
+    Ok(())
+}
 
 fn run_exerciser(env: &Env, stack: &mut Stack) -> Result<()> {
     let lower = stack

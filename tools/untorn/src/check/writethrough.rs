@@ -105,6 +105,7 @@ const TESTS: &[(&str, WtTest, bool)] = &[
         user_fault_leaves_old_data,
         false,
     ),
+    ("mmap-fork-stress", mmap_fork_stress, false),
     ("exercise-30s", exercise_writethrough, false),
 ];
 
@@ -1336,34 +1337,24 @@ fn end_of_file(stack: &mut Stack) -> Result<()> {
     ensure_upper(&up.join("g"), &want, "after the O_APPEND writes")
 }
 
-/// Racing overlapping untorn writes with readers that check every unit they read.
-fn racing_atomic_writes(stack: &mut Stack) -> Result<()> {
-    const UNITS: usize = 16;
+/// How long the negative control of the racing test may run before it must have seen a tear.
+const RACE_CONTROL_TIME: Duration = Duration::from_secs(30);
+
+/// What a race of untorn writers against checking readers saw.
+struct RaceOutcome {
+    writes: u64,
+    reads: u64,
+    /// The first torn or corrupt read, or another failure of a thread.
+    failure: Option<String>,
+}
+
+/// Two writers make overlapping `RWF_ATOMIC` writes of whole units (tagged with the unit and a
+/// new version) to `path`'s first `units` units, while two readers read one unit or two
+/// neighbours and check that each is whole; for `time`, or until the first failure.
+fn race_units(path: &Path, unit: usize, units: usize, time: Duration) -> RaceOutcome {
     const WRITERS: u64 = 2;
     const READERS: u64 = 2;
-    let (up, low) = test_dir(stack, "racing")?;
-    let path = up.join("f");
-    let f = create_with(&path, b"")?;
-    let limits = untorn_limits(lower_limits(&low.join("f"))?.1);
-    ensure!(limits.is_supported(), "the lower offers no atomic writes");
-    let unit = page_unit(&limits);
-    let mut buf = vec![0u8; unit];
-    for i in 0..UNITS {
-        fill_unit(
-            &mut buf,
-            UnitTag {
-                unit: i as u64,
-                version: 1,
-            },
-        )
-        .map_err(|e| anyhow!("fill_unit: {e:?}"))?;
-        expect_written(
-            atomic_write(&f, &buf, (i * unit) as u64),
-            unit,
-            &format!("the first RWF_ATOMIC write of unit {i} ({unit} bytes)"),
-        )?;
-    }
-    let versions: Vec<AtomicU64> = (0..UNITS).map(|_| AtomicU64::new(2)).collect();
+    let versions: Vec<AtomicU64> = (0..units).map(|_| AtomicU64::new(2)).collect();
     let stop = AtomicBool::new(false);
     let failure: Mutex<Option<String>> = Mutex::new(None);
     let fail = |message: String| {
@@ -1373,10 +1364,10 @@ fn racing_atomic_writes(stack: &mut Stack) -> Result<()> {
         stop.store(true, Ordering::Relaxed);
     };
     let (writes, reads) = (AtomicU64::new(0), AtomicU64::new(0));
-    let watchdog = Watchdog::start("racing untorn writes", Duration::from_secs(120));
+    let watchdog = Watchdog::start("racing untorn writes", time + Duration::from_secs(120));
     std::thread::scope(|s| {
         for w in 0..WRITERS {
-            let (path, versions, stop, fail, writes) = (&path, &versions, &stop, &fail, &writes);
+            let (versions, stop, fail, writes) = (&versions, &stop, &fail, &writes);
             s.spawn(move || {
                 let file = match open_rw(path, false) {
                     Ok(file) => file,
@@ -1386,7 +1377,7 @@ fn racing_atomic_writes(stack: &mut Stack) -> Result<()> {
                 let mut buf = vec![0u8; unit];
                 while !stop.load(Ordering::Relaxed) {
                     // Few units, two writers: writes to one unit overlap.
-                    let i = (rng.next_u64() % UNITS as u64) as usize;
+                    let i = (rng.next_u64() % units as u64) as usize;
                     let version = versions[i].fetch_add(1, Ordering::Relaxed);
                     if let Err(e) = fill_unit(
                         &mut buf,
@@ -1412,7 +1403,7 @@ fn racing_atomic_writes(stack: &mut Stack) -> Result<()> {
             });
         }
         for r in 0..READERS {
-            let (path, stop, fail, reads) = (&path, &stop, &fail, &reads);
+            let (stop, fail, reads) = (&stop, &fail, &reads);
             s.spawn(move || {
                 let file = match open_ro(path) {
                     Ok(file) => file,
@@ -1421,7 +1412,7 @@ fn racing_atomic_writes(stack: &mut Stack) -> Result<()> {
                 let mut rng = SplitMix64::new(2000 + r);
                 let mut buf = vec![0u8; 2 * unit];
                 while !stop.load(Ordering::Relaxed) {
-                    let i = (rng.next_u64() % (UNITS as u64 - 1)) as usize;
+                    let i = (rng.next_u64() % (units as u64 - 1)) as usize;
                     // One unit, or two neighbours in one read.
                     let n = if rng.next_u64() % 2 == 0 { 1 } else { 2 };
                     let len = n * unit;
@@ -1444,21 +1435,76 @@ fn racing_atomic_writes(stack: &mut Stack) -> Result<()> {
             });
         }
         let start = Instant::now();
-        while start.elapsed() < RACE_TIME && !stop.load(Ordering::Relaxed) {
+        while start.elapsed() < time && !stop.load(Ordering::Relaxed) {
             std::thread::sleep(Duration::from_millis(100));
             watchdog.tick();
         }
         stop.store(true, Ordering::Relaxed);
     });
     drop(watchdog);
-    let (writes, reads) = (writes.into_inner(), reads.into_inner());
-    println!("#   {writes} overlapping untorn writes of {unit} bytes, {reads} checked reads");
-    if let Some(message) = failure.into_inner().ok().flatten() {
+    RaceOutcome {
+        writes: writes.into_inner(),
+        reads: reads.into_inner(),
+        failure: failure.into_inner().ok().flatten(),
+    }
+}
+
+/// Sets untorn's testing knob `debug_skip_publication` of the mount at `mountpoint`.
+fn set_skip_publication(mountpoint: &Path, on: bool) -> Result<()> {
+    let path = counters_dir(mountpoint)?.join("debug_skip_publication");
+    fs::write(&path, if on { "true" } else { "false" })
+        .with_context(|| format!("cannot write {}", path.display()))
+}
+
+/// Racing overlapping untorn writes with readers that check every unit they read; then the
+/// negative control: the same race with untorn's publication switched off must show a torn
+/// read, or the race could not have caught one.
+fn racing_atomic_writes(stack: &mut Stack) -> Result<()> {
+    const UNITS: usize = 16;
+    let (up, low) = test_dir(stack, "racing")?;
+    let path = up.join("f");
+    let f = create_with(&path, b"")?;
+    let limits = untorn_limits(lower_limits(&low.join("f"))?.1);
+    ensure!(limits.is_supported(), "the lower offers no atomic writes");
+    // The largest unit both lowers take: the longer a copy into the page cache, the likelier
+    // a reader meets one half done.
+    let unit = 65536u32.clamp(limits.unit_min(), limits.unit_max()) as usize;
+    let mut buf = vec![0u8; unit];
+    for i in 0..UNITS {
+        fill_unit(
+            &mut buf,
+            UnitTag {
+                unit: i as u64,
+                version: 1,
+            },
+        )
+        .map_err(|e| anyhow!("fill_unit: {e:?}"))?;
+        expect_written(
+            atomic_write(&f, &buf, (i * unit) as u64),
+            unit,
+            &format!("the first RWF_ATOMIC write of unit {i} ({unit} bytes)"),
+        )?;
+    }
+    let before = read_counters(stack.top())?;
+    let race = race_units(&path, unit, UNITS, RACE_TIME);
+    let retries = read_counters(stack.top())?
+        .get("reader_retries")
+        .copied()
+        .unwrap_or(0)
+        .saturating_sub(before.get("reader_retries").copied().unwrap_or(0));
+    println!(
+        "#   {} overlapping untorn writes of {unit} bytes, {} checked reads, {retries} reads \
+         done again after a publication",
+        race.writes, race.reads
+    );
+    if let Some(message) = race.failure {
         bail!("{message}");
     }
     ensure!(
-        writes > 0 && reads > 0,
-        "no writes ({writes}) or no reads ({reads})"
+        race.writes > 0 && race.reads > 0,
+        "no writes ({}) or no reads ({})",
+        race.writes,
+        race.reads
     );
     // The end state: every unit whole, and the same on the lower.
     let upper = read_at(&open_ro(&path)?, 0, UNITS * unit)?;
@@ -1473,6 +1519,242 @@ fn racing_atomic_writes(stack: &mut Stack) -> Result<()> {
         ensure!(
             matches!(state, Ok(UnitState::Whole(_))),
             "unit {i} after the race: {state:?}"
+        );
+    }
+    // The negative control, on the same file: fewer units, so readers meet writes more often.
+    set_skip_publication(stack.top(), true)?;
+    let control = race_units(&path, unit, 2, RACE_CONTROL_TIME);
+    set_skip_publication(stack.top(), false)?;
+    match control.failure {
+        Some(message) if message.contains("torn or corrupt") => {
+            println!(
+                "#   negative control (publication skipped): {message}, after {} writes",
+                control.writes
+            );
+            Ok(())
+        }
+        Some(message) => bail!("negative control: {message}"),
+        None => bail!(
+            "negative control: with publication skipped, {} reads saw no torn unit in {} writes \
+             within {RACE_CONTROL_TIME:?}: the race cannot show a torn read",
+            control.reads,
+            control.writes
+        ),
+    }
+}
+
+/// How long the deadlock stress test runs.
+const STRESS_TIME: Duration = Duration::from_secs(10);
+/// The hung-task timeout during the stress test, in seconds: far shorter than the default, so
+/// that a stuck task shows in dmesg (which fails the guest run) before the test ends.
+const STRESS_HUNG_TASK_SECS: &str = "20";
+
+/// The stress test of "Deadlock freedom" in `Documentation/filesystems/untorn.rst`: in one
+/// process, untorn writes (one writer copying its data from a shared mapping of the same file),
+/// stores through that mapping, reads into it, writeback, and a `fork` loop that takes the
+/// process's `mmap_lock` for writing, all at once under a short hung-task timeout. Each thread
+/// must make progress and stop; then the tagged units are whole and the lower equals untorn.
+fn mmap_fork_stress(stack: &mut Stack) -> Result<()> {
+    const UNITS: usize = 8;
+    let (up, low) = test_dir(stack, "stress")?;
+    let path = up.join("f");
+    let f = create_with(&path, b"")?;
+    let limits = untorn_limits(lower_limits(&low.join("f"))?.1);
+    ensure!(limits.is_supported(), "the lower offers no atomic writes");
+    let unit = page_unit(&limits);
+    // Three regions of `UNITS` units: tagged untorn writes, the shared mapping, and untorn
+    // writes whose data comes from the mapping.
+    let region = UNITS * unit;
+    let (tagged, mapped, from_map) = (0u64, region as u64, 2 * region as u64);
+    let mut buf = vec![0u8; unit];
+    for i in 0..3 * UNITS {
+        fill_unit(
+            &mut buf,
+            UnitTag {
+                unit: i as u64,
+                version: 1,
+            },
+        )
+        .map_err(|e| anyhow!("fill_unit: {e:?}"))?;
+        expect_written(
+            atomic_write(&f, &buf, (i * unit) as u64),
+            unit,
+            &format!("the first RWF_ATOMIC write of unit {i}"),
+        )?;
+    }
+    let map = Mapping::new(&f, mapped, region, true).context("mmap of the middle region")?;
+    let hung_task = Path::new("/proc/sys/kernel/hung_task_timeout_secs");
+    let hung_task_before = fs::read_to_string(hung_task)
+        .with_context(|| format!("cannot read {}", hung_task.display()))?;
+    fs::write(hung_task, STRESS_HUNG_TASK_SECS)
+        .with_context(|| format!("cannot write {}", hung_task.display()))?;
+    let counts: [AtomicU64; 7] = Default::default();
+    const NAMES: [&str; 7] = [
+        "tagged untorn writes",
+        "untorn writes from the mapping",
+        "stores through the mapping",
+        "reads into the mapping",
+        "checked reads",
+        "forks",
+        "fsyncs and msyncs",
+    ];
+    let stop = AtomicBool::new(false);
+    let failure: Mutex<Option<String>> = Mutex::new(None);
+    let fail = |message: String| {
+        if let Ok(mut f) = failure.lock() {
+            f.get_or_insert(message);
+        }
+        stop.store(true, Ordering::Relaxed);
+    };
+    // Runs `op` until told to stop or it fails; counts its successes in `counts[k]`.
+    let worker = |k: usize, op: &(dyn Fn(u64) -> Result<()> + Sync)| {
+        let mut n = 0;
+        while !stop.load(Ordering::Relaxed) {
+            if let Err(e) = op(n) {
+                return fail(format!("{}: {e:#}", NAMES[k]));
+            }
+            n += 1;
+            counts[k].fetch_add(1, Ordering::Relaxed);
+        }
+    };
+    let watchdog = Watchdog::start("the mmap and fork stress", Duration::from_secs(120));
+    std::thread::scope(|s| {
+        let (path, map, worker) = (&path, &map, &worker);
+        s.spawn(move || {
+            let file = match open_rw(path, false) {
+                Ok(file) => file,
+                Err(e) => return fail(format!("{e:#}")),
+            };
+            let mut buf = vec![0u8; unit];
+            let buf = Mutex::new(&mut buf);
+            worker(0, &|n| {
+                let i = (n % UNITS as u64) as usize;
+                let mut buf = buf.lock().map_err(|_| anyhow!("poisoned"))?;
+                let tag = UnitTag {
+                    unit: i as u64,
+                    version: n + 2,
+                };
+                fill_unit(&mut buf, tag).map_err(|e| anyhow!("fill_unit: {e:?}"))?;
+                expect_written(
+                    atomic_write(&file, &buf, tagged + (i * unit) as u64),
+                    unit,
+                    "RWF_ATOMIC write",
+                )
+            });
+        });
+        s.spawn(move || {
+            let file = match open_rw(path, false) {
+                Ok(file) => file,
+                Err(e) => return fail(format!("{e:#}")),
+            };
+            worker(1, &|n| {
+                let i = (n % UNITS as u64) as usize;
+                let at = from_map + (i * unit) as u64;
+                expect_written(
+                    map.write_from(&file, i * unit, unit, at, sys::RWF_ATOMIC),
+                    unit,
+                    "RWF_ATOMIC write from the mapping",
+                )
+            });
+        });
+        s.spawn(move || {
+            let page = sys::page_size();
+            worker(2, &|n| {
+                let offset = (n as usize * page) % region + (n as usize % page);
+                Ok(map.store(offset, n as u8)?)
+            });
+        });
+        s.spawn(move || {
+            let file = match open_ro(path) {
+                Ok(file) => file,
+                Err(e) => return fail(format!("{e:#}")),
+            };
+            worker(3, &|n| {
+                let i = (n % UNITS as u64) as usize;
+                expect_written(
+                    map.read_into(&file, i * unit, unit, tagged + (i * unit) as u64),
+                    unit,
+                    "read into the mapping",
+                )
+            });
+        });
+        s.spawn(move || {
+            let file = match open_ro(path) {
+                Ok(file) => file,
+                Err(e) => return fail(format!("{e:#}")),
+            };
+            let buf = Mutex::new(vec![0u8; unit]);
+            worker(4, &|n| {
+                let i = (n % UNITS as u64) as usize;
+                let mut buf = buf.lock().map_err(|_| anyhow!("poisoned"))?;
+                file.read_exact_at(&mut buf, tagged + (i * unit) as u64)?;
+                match inspect_unit(&buf, i as u64) {
+                    Ok(UnitState::Whole(_)) => Ok(()),
+                    state => bail!("unit {i} read as {state:?}"),
+                }
+            });
+        });
+        s.spawn(move || worker(5, &|_| Ok(sys::fork_and_reap()?)));
+        s.spawn(move || {
+            let file = match open_rw(path, false) {
+                Ok(file) => file,
+                Err(e) => return fail(format!("{e:#}")),
+            };
+            worker(6, &|n| {
+                if n % 2 == 0 {
+                    Ok(map.sync()?)
+                } else {
+                    Ok(file.sync_all()?)
+                }
+            });
+        });
+        let start = Instant::now();
+        let mut last = 0;
+        while start.elapsed() < STRESS_TIME && !stop.load(Ordering::Relaxed) {
+            std::thread::sleep(Duration::from_millis(100));
+            // Progress is any operation done by any thread.
+            let total: u64 = counts.iter().map(|c| c.load(Ordering::Relaxed)).sum();
+            if total != last {
+                watchdog.tick();
+                last = total;
+            }
+        }
+        stop.store(true, Ordering::Relaxed);
+    });
+    drop(watchdog);
+    let restored = fs::write(hung_task, hung_task_before.trim());
+    let counts: Vec<u64> = counts.iter().map(|c| c.load(Ordering::Relaxed)).collect();
+    let summary: Vec<String> = NAMES
+        .iter()
+        .zip(&counts)
+        .map(|(name, n)| format!("{n} {name}"))
+        .collect();
+    println!("#   in {STRESS_TIME:?}: {}", summary.join(", "));
+    if let Some(message) = failure.into_inner().ok().flatten() {
+        bail!("{message}");
+    }
+    restored.with_context(|| format!("cannot restore {}", hung_task.display()))?;
+    if let Some(k) = counts.iter().position(|&n| n == 0) {
+        bail!(
+            "no {} in {STRESS_TIME:?}: a thread made no progress",
+            NAMES[k]
+        );
+    }
+    drop(map);
+    f.sync_all().context("fsync after the stress")?;
+    let size = 3 * region;
+    let upper = read_at(&open_ro(&path)?, 0, size)?;
+    let lower = lower_range(&low.join("f"), 0, size)?;
+    ensure_bytes(
+        &lower,
+        &upper,
+        "the lower file against untorn after the stress",
+    )?;
+    for i in 0..UNITS {
+        let state = inspect_unit(&upper[i * unit..(i + 1) * unit], i as u64);
+        ensure!(
+            matches!(state, Ok(UnitState::Whole(_))),
+            "tagged unit {i} after the stress: {state:?}"
         );
     }
     Ok(())
