@@ -57,14 +57,27 @@ pub struct Stack {
     /// The directory untorn stacks over.
     lower_dir: PathBuf,
     lower: Mounted,
+    /// What owns the lower's disk, if anything: dropped after the lower is unmounted.
+    _device: Option<Box<dyn std::any::Any>>,
 }
 
 impl Stack {
     pub fn new(env: &Env, fs_type: FsType) -> Result<Self> {
-        let disk = guest::scsi_debug_disk()?;
-        let start = Instant::now();
         // The tests make some 13000 files (readdir, many open files).
-        let lower = Mounted::fresh_with_inodes(fs_type, &disk, Some(32768))?;
+        Self::on_disk(env, fs_type, &guest::scsi_debug_disk()?, Some(32768), None)
+    }
+
+    /// untorn over a fresh lower of `fs_type` on `disk`, with `inodes` if given; `device`, if
+    /// any, owns the disk and is dropped last.
+    pub fn on_disk(
+        env: &Env,
+        fs_type: FsType,
+        disk: &Path,
+        inodes: Option<u32>,
+        device: Option<Box<dyn std::any::Any>>,
+    ) -> Result<Self> {
+        let start = Instant::now();
+        let lower = Mounted::fresh_with_inodes(fs_type, disk, inodes)?;
         let lower_dir = lower.path().join("lower");
         fs::create_dir(&lower_dir)?;
         let mut times = format!("mkfs.{} and mount {:.1}s", fs_type.name(), secs(start));
@@ -87,6 +100,7 @@ impl Stack {
             module,
             lower_dir,
             lower,
+            _device: device,
         })
     }
 

@@ -63,19 +63,26 @@ struct Loaded {
 
 fn module(env: &Env) -> Result<RefMut<'_, Loaded>> {
     env.fixture(GROUP, |env| {
-        let path = env
-            .modules()?
-            .into_iter()
-            .find(|(name, _)| name == TORNBLK)
-            .map(|(_, path)| path)
-            .with_context(|| format!("no {TORNBLK}.ko under {}", env.modules_dir.display()))?;
-        let module = LoadedModule::load(TORNBLK, &path)?;
-        ensure!(
-            Path::new(CONFIGFS).is_dir(),
-            "{CONFIGFS} is missing after loading {TORNBLK} (is configfs mounted?)"
-        );
-        Ok(Loaded { _module: module })
+        Ok(Loaded {
+            _module: load(env)?,
+        })
     })
+}
+
+/// Loads tornblk from the built modules.
+pub(crate) fn load(env: &Env) -> Result<LoadedModule> {
+    let path = env
+        .modules()?
+        .into_iter()
+        .find(|(name, _)| name == TORNBLK)
+        .map(|(_, path)| path)
+        .with_context(|| format!("no {TORNBLK}.ko under {}", env.modules_dir.display()))?;
+    let module = LoadedModule::load(TORNBLK, &path)?;
+    ensure!(
+        Path::new(CONFIGFS).is_dir(),
+        "{CONFIGFS} is missing after loading {TORNBLK} (is configfs mounted?)"
+    );
+    Ok(module)
 }
 
 /// A tornblk device made through configfs; disabled and removed when dropped.

@@ -21,6 +21,7 @@
 
 use super::{
     stacking::{self, counters_dir, create_with, ensure_bytes, read_at, Stack},
+    tornblk::{self, TornDev},
     Env, Test, Watchdog,
 };
 use crate::{
@@ -109,6 +110,47 @@ const TESTS: &[(&str, WtTest, bool)] = &[
     ("exercise-30s", exercise_writethrough, false),
 ];
 
+/// The conformance tests that also run over tornblk, a device with other atomic limits than
+/// scsi_debug's.
+const TORNBLK_TESTS: &[(&str, WtTest)] = &[
+    ("statx-atomic-limits", statx_atomic_limits),
+    ("rwf-atomic-accepted", rwf_atomic_accepted),
+    ("rwf-atomic-refused", rwf_atomic_refused),
+    ("written-through-at-once", written_through_at_once),
+    ("end-of-file", end_of_file),
+    ("user-fault-leaves-old-data", user_fault_leaves_old_data),
+];
+
+/// tornblk's settings for these tests: 4 KiB blocks, atomic writes of 4 KiB to 32 KiB (scsi_debug
+/// offers up to 1 MiB), so that untorn's limits follow a different device.
+const TORNBLK_DEVICE: &[(&str, &str)] = &[
+    ("size_mib", "512"),
+    ("logical_block_size", "4096"),
+    ("atomic_unit_min", "4096"),
+    ("atomic_unit_max", "32768"),
+    ("atomic_max", "32768"),
+];
+
+/// untorn over a lower on a tornblk device; dropped in this order: the stack (untorn, the lower,
+/// the device), then tornblk.
+struct TornStack {
+    stack: Stack,
+    _tornblk: LoadedModule,
+}
+
+impl TornStack {
+    fn new(env: &Env, fs_type: FsType) -> Result<Self> {
+        let tornblk = tornblk::load(env)?;
+        let dev = TornDev::new("wt", TORNBLK_DEVICE)?;
+        let disk = dev.disk.clone();
+        let stack = Stack::on_disk(env, fs_type, &disk, None, Some(Box::new(dev)))?;
+        Ok(Self {
+            stack,
+            _tornblk: tornblk,
+        })
+    }
+}
+
 pub fn tests(env: &Env) -> Vec<Test> {
     let mut tests = Vec::new();
     for fs_type in [FsType::Xfs, FsType::Ext4] {
@@ -130,6 +172,18 @@ pub fn tests(env: &Env) -> Vec<Test> {
         }
         if env.reference {
             continue;
+        }
+        let group = format!("writethrough-tornblk-{fs}");
+        for &(name, f) in TORNBLK_TESTS {
+            let group = group.clone();
+            tests.push(Test::in_group(
+                format!("writethrough/{fs}-on-tornblk/{name}"),
+                group.clone(),
+                move |env| {
+                    let mut torn = env.fixture(&group, |env| TornStack::new(env, fs_type))?;
+                    f(&mut torn.stack)
+                },
+            ));
         }
         let group = format!("writethrough-flakey-{fs}");
         tests.push(Test::in_group(
