@@ -1184,6 +1184,12 @@ fn judge_noting(
         notes.push(format!("{dir}/{name}: missing, its name was durable"));
     }
     if let Some(seen) = seen {
+        if !seen.size_ok && notes.len() < 8 {
+            notes.push(format!(
+                "{dir}/{name}: its size ends inside a {}-byte unit ({:?})",
+                rec.unit_size, rec.way
+            ));
+        }
         for (u, state) in seen.units.iter().enumerate() {
             let r = rec.units.get(u);
             let bad = match state {

@@ -222,7 +222,12 @@ pub fn judge(file: &FileRecord, seen: Option<&Observed>) -> Tally {
     if !file.names.contains(&seen.name) {
         t.names_bad += 1;
     }
-    if !seen.size_ok || seen.units.len() as u64 > file.max_size.max(file.units.len() as u64) {
+    if !seen.size_ok {
+        // The size ends inside a unit: an extending write reached the disk in part (buffered
+        // writeback extends a file a block at a time), which is a tear of that write.
+        t.torn += 1;
+    }
+    if seen.units.len() as u64 > file.max_size.max(file.units.len() as u64) {
         t.corrupt += 1;
     }
     if (seen.units.len() as u64) < file.durable_size {
@@ -345,6 +350,15 @@ mod tests {
             Some(&seen(vec![UnitState::Whole(v), UnitState::Initial])),
         );
         assert_eq!(t.corrupt, 1);
+        // A size inside a unit: an extending write that reached the disk in part.
+        let t = judge(
+            &f,
+            Some(&Observed {
+                size_ok: false,
+                ..seen(vec![UnitState::Whole(v)])
+            }),
+        );
+        assert_eq!((t.torn, t.corrupt), (1, 0));
     }
 
     #[test]
