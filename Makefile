@@ -9,6 +9,8 @@
 #   make pressure     the memory-pressure tests (about 30 minutes under TCG)
 #   make exercise     a long run of the data-integrity exerciser (EXERCISE_DURATION, default
 #                     30m; EXERCISE_FS=xfs|ext4; SEED=n to replay a run)
+#   make crash        the power-cut campaign in the test guest (CUTS=N untorn cuts, default
+#                     2000, over XFS and ext4, with both negative controls; SEED=n to replay)
 #   make CLIPPY=1     build the modules with clippy
 #   make rust-analyzer  write rust-project.json for the kernel-side Rust
 #
@@ -18,7 +20,7 @@
 FLAVOUR ?= test
 TESTING := tools/testing
 
-.PHONY: all modules tool deps check bench exercise pressure rust-analyzer fmt clean distclean
+.PHONY: all modules tool deps check bench crash exercise pressure rust-analyzer fmt clean distclean
 
 all: modules tool
 
@@ -39,6 +41,12 @@ bench:
 
 pressure:
 	$(TESTING)/vm-run --device scsi_debug --timeout 3600 -- untorn check --pressure --filter pressure/
+
+# A cut costs seconds under TCG: the guest's time limit allows a minute per cut.
+CUTS ?= 2000
+crash:
+	$(TESTING)/vm-run --timeout $$(( $(CUTS) * 60 + 1800 )) -- \
+		untorn crash --cuts $(CUTS) $(if $(SEED),--seed $(SEED))
 
 EXERCISE_DURATION ?= 30m
 EXERCISE_FS ?= xfs

@@ -6,6 +6,7 @@
 //! the modules built from this repository.
 
 mod check;
+mod crash;
 mod exercise;
 mod guest;
 mod limits;
@@ -120,6 +121,57 @@ enum Command {
         /// (default: $UNTORN_MODULES, set by vm-run).
         #[arg(long, env = "UNTORN_MODULES")]
         modules: Option<PathBuf>,
+    },
+    /// The power-cut campaign: writes through untorn on a tornblk device, cuts the power at
+    /// random, and checks that no unit is torn and nothing durable is lost; with two negative
+    /// controls that must show torn units. Exits non-zero when untorn shows a tear or a loss, or
+    /// a control shows no tear.
+    Crash {
+        /// Lower filesystems (each gets an equal share of the cuts).
+        #[arg(long = "lower", value_delimiter = ',', default_value = "xfs,ext4")]
+        lowers: Vec<guest::FsType>,
+        /// Modes to run (default: untorn and both controls).
+        #[arg(
+            long = "mode",
+            value_delimiter = ',',
+            default_value = "untorn,buffered,no-atomic"
+        )]
+        modes: Vec<crash::Mode>,
+        /// Power cuts in untorn mode, over all lowers.
+        #[arg(long, default_value_t = 100)]
+        cuts: u64,
+        /// The most cuts a control makes on each lower; it stops at the first that shows torn
+        /// units.
+        #[arg(long, default_value_t = 20)]
+        control_cuts: u64,
+        /// The seed (default: from the clock, printed).
+        #[arg(long)]
+        seed: Option<u64>,
+        /// A cut comes after 1 to this many writes reach the device.
+        #[arg(long, default_value_t = 64)]
+        max_writes: u32,
+        /// Make a fresh filesystem every this many cuts.
+        #[arg(long, default_value_t = 50)]
+        mkfs_every: u64,
+        /// Check the lower with xfs_repair -n / e2fsck -fn every this many cuts (and after the
+        /// last).
+        #[arg(long, default_value_t = 10)]
+        fsck_every: u64,
+        /// Writer threads (each with a directory and files of its own).
+        #[arg(long, default_value_t = 2)]
+        writers: usize,
+        /// Files per writer.
+        #[arg(long, default_value_t = 3)]
+        files: usize,
+        /// Let tornblk reorder unflushed writes at a cut.
+        #[arg(long)]
+        reorder: bool,
+        /// Print JSON instead of the table (the last line is still printed, on stderr).
+        #[arg(long)]
+        json: bool,
+        /// Where the built modules are (default: $UNTORN_MODULES, set by vm-run).
+        #[arg(long, env = "UNTORN_MODULES")]
+        modules: PathBuf,
     },
 }
 
@@ -270,7 +322,57 @@ fn run(cli: Cli) -> Result<ExitCode> {
                 Ok(ExitCode::FAILURE)
             }
         }
+        Command::Crash {
+            lowers,
+            modes,
+            cuts,
+            control_cuts,
+            seed,
+            max_writes,
+            mkfs_every,
+            fsck_every,
+            writers,
+            files,
+            reorder,
+            json,
+            modules,
+        } => {
+            let seed = seed.unwrap_or_else(clock_seed);
+            eprintln!("crash: seed {seed}");
+            let options = crash::Options {
+                lowers,
+                modes,
+                cuts,
+                control_cuts,
+                seed,
+                max_writes,
+                mkfs_every,
+                fsck_every,
+                writers,
+                files,
+                reorder,
+                modules,
+                progress: !json,
+            };
+            run_crash(&options, json)
+        }
     }
+}
+
+/// Runs `untorn crash` and prints its report.
+fn run_crash(options: &crash::Options, json: bool) -> Result<ExitCode> {
+    let report = crash::run(options)?;
+    if json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+        eprintln!("{}", report.last_line());
+    } else {
+        print!("{}", report.text());
+    }
+    Ok(if report.passed {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
 }
 
 /// A seed from the clock, for runs that do not name one (the summary prints it).

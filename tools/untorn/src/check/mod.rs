@@ -12,7 +12,7 @@
 mod foundation;
 mod pressure;
 mod stacking;
-mod tornblk;
+pub(crate) mod tornblk;
 mod writethrough;
 
 use anyhow::{anyhow, Context as _, Result};

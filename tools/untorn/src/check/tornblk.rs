@@ -31,7 +31,7 @@ use untorn_logic::{
 /// The module's name.
 pub const TORNBLK: &str = "tornblk";
 /// The configfs directory of the devices.
-const CONFIGFS: &str = "/sys/kernel/config/tornblk";
+pub(crate) const CONFIGFS: &str = "/sys/kernel/config/tornblk";
 /// The group whose fixture (the module, loaded) the tests share.
 const GROUP: &str = "tornblk";
 /// `RWF_DSYNC`: a FUA write (and a flush) on a block device opened `O_DIRECT`.
@@ -116,12 +116,12 @@ impl TornDev {
     }
 
     /// Writes an attribute; the error carries the errno of the write.
-    fn set(&self, attr: &str, value: &str) -> io::Result<()> {
+    pub(crate) fn set(&self, attr: &str, value: &str) -> io::Result<()> {
         fs::write(self.dir.join(attr), value)
     }
 
     /// Reads an attribute, trimmed.
-    fn get(&self, attr: &str) -> Result<String> {
+    pub(crate) fn get(&self, attr: &str) -> Result<String> {
         let path = self.dir.join(attr);
         Ok(fs::read_to_string(&path)
             .with_context(|| format!("cannot read {}", path.display()))?
@@ -130,12 +130,12 @@ impl TornDev {
     }
 
     /// Runs a power command.
-    fn command(&self, command: &str) -> io::Result<()> {
+    pub(crate) fn command(&self, command: &str) -> io::Result<()> {
         self.set("command", command)
     }
 
     /// The `report` attribute, as a map.
-    fn report(&self) -> Result<BTreeMap<String, String>> {
+    pub(crate) fn report(&self) -> Result<BTreeMap<String, String>> {
         let text = self.get("report")?;
         let mut map = BTreeMap::new();
         for line in text.lines() {
@@ -148,7 +148,7 @@ impl TornDev {
     }
 
     /// One number of the report.
-    fn count(&self, key: &str) -> Result<u64> {
+    pub(crate) fn count(&self, key: &str) -> Result<u64> {
         let report = self.report()?;
         let value = report
             .get(key)
