@@ -49,6 +49,9 @@ pub(crate) struct Counters {
     pub(crate) err_short: AtomicU64,
     /// Reads of a window done again because a writethrough write published into it.
     pub(crate) reader_retries: AtomicU64,
+    /// Writethrough writes that began, under the inode lock, while another writethrough write
+    /// to the same file was in flight: writes that ran in parallel.
+    pub(crate) writethrough_overlapped: AtomicU64,
 }
 
 impl Counters {
@@ -102,6 +105,7 @@ impl fmt::Debug for Counters {
             ("err_lower", &self.err_lower),
             ("err_short", &self.err_short),
             ("reader_retries", &self.reader_retries),
+            ("writethrough_overlapped", &self.writethrough_overlapped),
         ];
         for (i, (name, value)) in all.iter().enumerate() {
             let sep = if i == 0 { "" } else { "\n" };

@@ -39,6 +39,8 @@ pub(crate) struct UntornInode {
     /// within what one bounce buffer carries.
     unit_min: AtomicU32,
     unit_max: AtomicU32,
+    /// Writethrough writes to this file between taking and dropping the inode lock.
+    writethrough_in_flight: AtomicU32,
 }
 
 impl UntornInode {
@@ -47,7 +49,18 @@ impl UntornInode {
             mode: AtomicU8::new(MODE_UNKNOWN),
             unit_min: AtomicU32::new(0),
             unit_max: AtomicU32::new(0),
+            writethrough_in_flight: AtomicU32::new(0),
         }
+    }
+
+    /// Runs `write`, a writethrough write under the inode lock, counted as in flight; returns
+    /// its result and whether another writethrough write to this file was in flight when it
+    /// began.
+    pub(crate) fn writethrough<R>(&self, write: impl FnOnce() -> R) -> (R, bool) {
+        let others = self.writethrough_in_flight.fetch_add(1, Ordering::Relaxed);
+        let result = write();
+        self.writethrough_in_flight.fetch_sub(1, Ordering::Relaxed);
+        (result, others > 0)
     }
 
     /// The limits untorn honours for this file (none before the first open).

@@ -92,6 +92,22 @@ fn under_lock(
     shared: bool,
 ) -> Result<Option<usize>> {
     let inode = kiocb.inode();
+    let (result, overlapped) = inode
+        .data()
+        .writethrough(|| dispatch_under_lock(kiocb, iter, shared));
+    if overlapped {
+        let counters = inode.super_block().info().data.counters();
+        Counters::inc(&counters.writethrough_overlapped);
+    }
+    result
+}
+
+fn dispatch_under_lock(
+    kiocb: &mut Kiocb<'_, Untorn>,
+    iter: &mut UserIter,
+    shared: bool,
+) -> Result<Option<usize>> {
+    let inode = kiocb.inode();
     let asked = iter.count();
     // Limits and `O_APPEND`.
     let count = kiocb.write_checks(iter)?;

@@ -41,6 +41,7 @@ const unsigned long UNTORN_HDR_MODE_SIZE = sizeof(struct untorn_mode);
 /* Flags that are macros with casts or BIT(). */
 const unsigned long UNTORN_SB_RDONLY = SB_RDONLY;
 const unsigned long UNTORN_SB_POSIXACL = SB_POSIXACL;
+const unsigned long UNTORN_SB_NOSEC = SB_NOSEC;
 const unsigned int UNTORN_FMODE_WRITE = (__force unsigned int)FMODE_WRITE;
 const unsigned int UNTORN_FMODE_CAN_ODIRECT = (__force unsigned int)FMODE_CAN_ODIRECT;
 const unsigned int UNTORN_FMODE_CAN_ATOMIC_WRITE = (__force unsigned int)FMODE_CAN_ATOMIC_WRITE;

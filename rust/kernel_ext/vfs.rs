@@ -198,7 +198,12 @@ impl<T: StackedFs> NewSuperBlock<T> {
             (*sb).s_magic = params.magic as usize;
             (*sb).s_op = ops;
             (*sb).s_xattr = xattr.as_ptr();
-            (*sb).s_flags |= (*lower_sb).s_flags & ext::UNTORN_SB_POSIXACL;
+            // `SB_NOSEC` as overlayfs inherits it: the VFS then marks an inode `S_NOSEC` after a
+            // write found no privilege to drop, and clears it when a set-ID mode or a
+            // `security.*` xattr is set through us, which lets writes skip that check (and
+            // writethrough take the inode lock shared).
+            (*sb).s_flags |=
+                (*lower_sb).s_flags & (ext::UNTORN_SB_POSIXACL | ext::UNTORN_SB_NOSEC);
             if (*lower_sb).s_flags & ext::UNTORN_SB_RDONLY != 0 {
                 (*sb).s_flags |= ext::UNTORN_SB_RDONLY;
             }

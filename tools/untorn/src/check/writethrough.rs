@@ -64,7 +64,7 @@ const MODE_XATTR: &str = "trusted.untorn.mode";
 /// Its value for writethrough.
 const MODE_XATTR_WRITETHROUGH: &[u8] = b"writethrough";
 /// The counters part 2 adds (some of them), which the tests read.
-const WT_COUNTERS: [&str; 9] = [
+const WT_COUNTERS: [&str; 10] = [
     "writethrough_writes",
     "writethrough_bytes",
     "untorn_writes",
@@ -74,6 +74,7 @@ const WT_COUNTERS: [&str; 9] = [
     "err_inval",
     "err_lower",
     "err_short",
+    "writethrough_overlapped",
 ];
 /// How long the racing writers and readers run.
 const RACE_TIME: Duration = Duration::from_secs(3);
@@ -106,6 +107,7 @@ const TESTS: &[(&str, WtTest, bool)] = &[
         user_fault_leaves_old_data,
         false,
     ),
+    ("parallel-disjoint-writes", parallel_disjoint_writes, false),
     ("mmap-fork-stress", mmap_fork_stress, false),
     ("exercise-30s", exercise_writethrough, false),
 ];
@@ -1811,6 +1813,137 @@ fn mmap_fork_stress(stack: &mut Stack) -> Result<()> {
             "tagged unit {i} after the stress: {state:?}"
         );
     }
+    Ok(())
+}
+
+/// How long each half of the parallel-writes test runs.
+const PARALLEL_TIME: Duration = Duration::from_secs(2);
+
+/// Runs `write(thread, n)` in two threads for [`PARALLEL_TIME`]; returns how many writes each
+/// thread made.
+fn two_writers(write: &(dyn Fn(u64, u64) -> Result<()> + Sync)) -> Result<[u64; 2]> {
+    let stop = AtomicBool::new(false);
+    let counts = [AtomicU64::new(0), AtomicU64::new(0)];
+    let results: Vec<Result<()>> = std::thread::scope(|s| {
+        let handles: Vec<_> = (0..2u64)
+            .map(|t| {
+                let (stop, counts) = (&stop, &counts);
+                s.spawn(move || -> Result<()> {
+                    let mut n = 0;
+                    while !stop.load(Ordering::Relaxed) {
+                        if let Err(e) = write(t, n) {
+                            stop.store(true, Ordering::Relaxed);
+                            return Err(e);
+                        }
+                        n += 1;
+                        counts[t as usize].store(n, Ordering::Relaxed);
+                    }
+                    Ok(())
+                })
+            })
+            .collect();
+        std::thread::sleep(PARALLEL_TIME);
+        stop.store(true, Ordering::Relaxed);
+        handles
+            .into_iter()
+            .map(|h| {
+                h.join()
+                    .unwrap_or_else(|_| Err(anyhow!("a writer panicked")))
+            })
+            .collect()
+    });
+    for r in results {
+        r?;
+    }
+    Ok([
+        counts[0].load(Ordering::Relaxed),
+        counts[1].load(Ordering::Relaxed),
+    ])
+}
+
+/// Writethrough writes to disjoint ranges of one file run in parallel (semantics 7): two
+/// threads' untorn writes inside the file overlap in time (`writethrough_overlapped` grows).
+/// The control: extending writes take the inode lock exclusively, so two threads appending to
+/// one file never overlap (the counter stays), which shows that the counter tells the two apart.
+fn parallel_disjoint_writes(stack: &mut Stack) -> Result<()> {
+    const UNITS: u64 = 16;
+    let (up, low) = test_dir(stack, "parallel")?;
+    let path = up.join("f");
+    let f = create_with(&path, b"")?;
+    let limits = untorn_limits(lower_limits(&low.join("f"))?.1);
+    ensure!(limits.is_supported(), "the lower offers no atomic writes");
+    let unit = page_unit(&limits);
+    let size = UNITS as usize * unit;
+    f.write_all_at(&pattern(70, size), 0)?;
+    f.sync_all()?;
+    let overlapped = |stack: &Stack| -> Result<u64> {
+        Ok(read_counters(stack.top())?
+            .get("writethrough_overlapped")
+            .copied()
+            .unwrap_or(0))
+    };
+    let before = overlapped(stack)?;
+    let files = [open_rw(&path, false)?, open_rw(&path, false)?];
+    let done = two_writers(&|t, n| {
+        // Thread 0 writes the first half, thread 1 the second.
+        let i = t * UNITS / 2 + n % (UNITS / 2);
+        let data = pattern(100 + t * 1000 + n, unit);
+        expect_written(
+            atomic_write(&files[t as usize], &data, i * unit as u64),
+            unit,
+            "RWF_ATOMIC write inside the file",
+        )
+    })?;
+    let inside = overlapped(stack)? - before;
+    println!(
+        "#   inside the file: {} and {} untorn writes, {inside} began while the other's was in \
+         flight",
+        done[0], done[1]
+    );
+    ensure!(
+        done.iter().all(|&n| n > 0),
+        "a writer made no write: {done:?}"
+    );
+    ensure!(
+        inside > 0,
+        "writes to disjoint ranges never overlapped in {PARALLEL_TIME:?} ({done:?} writes): \
+         they are serialised"
+    );
+    // The control: appending writethrough writes, which extend the file.
+    let g = create_with(&up.join("g"), b"")?;
+    set_mode(&g, FileMode::WRITETHROUGH, "mark g")?;
+    let appenders = [
+        OpenOptions::new().append(true).open(up.join("g"))?,
+        OpenOptions::new().append(true).open(up.join("g"))?,
+    ];
+    let before = overlapped(stack)?;
+    let done = two_writers(&|t, n| {
+        let data = pattern(200 + t * 1000 + n, unit);
+        expect_written(
+            std::io::Write::write(&mut &appenders[t as usize], &data),
+            unit,
+            "appending writethrough write",
+        )
+    })?;
+    let appending = overlapped(stack)? - before;
+    println!(
+        "#   appending: {} and {} writethrough writes, {appending} overlapped",
+        done[0], done[1]
+    );
+    ensure!(
+        done.iter().all(|&n| n > 0),
+        "an appender made no write: {done:?}"
+    );
+    ensure!(
+        appending == 0,
+        "{appending} extending writes overlapped another: they must hold the inode lock \
+         exclusively"
+    );
+    let len = fs::metadata(up.join("g"))?.len();
+    ensure!(
+        len == (done[0] + done[1]) * unit as u64,
+        "g holds {len} bytes after {done:?} appends of {unit}"
+    );
     Ok(())
 }
 
