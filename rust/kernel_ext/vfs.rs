@@ -202,8 +202,7 @@ impl<T: StackedFs> NewSuperBlock<T> {
             // write found no privilege to drop, and clears it when a set-ID mode or a
             // `security.*` xattr is set through us, which lets writes skip that check (and
             // writethrough take the inode lock shared).
-            (*sb).s_flags |=
-                (*lower_sb).s_flags & (ext::UNTORN_SB_POSIXACL | ext::UNTORN_SB_NOSEC);
+            (*sb).s_flags |= (*lower_sb).s_flags & (ext::UNTORN_SB_POSIXACL | ext::UNTORN_SB_NOSEC);
             if (*lower_sb).s_flags & ext::UNTORN_SB_RDONLY != 0 {
                 (*sb).s_flags |= ext::UNTORN_SB_RDONLY;
             }
