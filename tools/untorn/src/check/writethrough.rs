@@ -1393,6 +1393,24 @@ fn end_of_file(stack: &mut Stack) -> Result<()> {
     ensure_upper(&up.join("g"), &want, "after the O_APPEND writes")
 }
 
+/// Writes version 1 of units `0..units` of `unit` bytes, each with one `RWF_ATOMIC` write.
+fn write_first_versions(f: &File, unit: usize, units: usize) -> Result<()> {
+    let mut buf = vec![0u8; unit];
+    for i in 0..units {
+        let tag = UnitTag {
+            unit: i as u64,
+            version: 1,
+        };
+        fill_unit(&mut buf, tag).map_err(|e| anyhow!("fill_unit: {e:?}"))?;
+        expect_written(
+            atomic_write(f, &buf, (i * unit) as u64),
+            unit,
+            &format!("the first RWF_ATOMIC write of unit {i} ({unit} bytes)"),
+        )?;
+    }
+    Ok(())
+}
+
 /// How long the negative control of the racing test may run before it must have seen a tear.
 const RACE_CONTROL_TIME: Duration = Duration::from_secs(30);
 
@@ -1525,22 +1543,7 @@ fn racing_atomic_writes(stack: &mut Stack) -> Result<()> {
     // The largest unit both lowers take: the longer a copy into the page cache, the likelier
     // a reader meets one half done.
     let unit = 65536u32.clamp(limits.unit_min(), limits.unit_max()) as usize;
-    let mut buf = vec![0u8; unit];
-    for i in 0..UNITS {
-        fill_unit(
-            &mut buf,
-            UnitTag {
-                unit: i as u64,
-                version: 1,
-            },
-        )
-        .map_err(|e| anyhow!("fill_unit: {e:?}"))?;
-        expect_written(
-            atomic_write(&f, &buf, (i * unit) as u64),
-            unit,
-            &format!("the first RWF_ATOMIC write of unit {i} ({unit} bytes)"),
-        )?;
-    }
+    write_first_versions(&f, unit, UNITS)?;
     let before = read_counters(stack.top())?;
     let race = race_units(&path, unit, UNITS, RACE_TIME);
     let retries = read_counters(stack.top())?
@@ -1622,22 +1625,7 @@ fn mmap_fork_stress(stack: &mut Stack) -> Result<()> {
     // writes whose data comes from the mapping.
     let region = UNITS * unit;
     let (tagged, mapped, from_map) = (0u64, region as u64, 2 * region as u64);
-    let mut buf = vec![0u8; unit];
-    for i in 0..3 * UNITS {
-        fill_unit(
-            &mut buf,
-            UnitTag {
-                unit: i as u64,
-                version: 1,
-            },
-        )
-        .map_err(|e| anyhow!("fill_unit: {e:?}"))?;
-        expect_written(
-            atomic_write(&f, &buf, (i * unit) as u64),
-            unit,
-            &format!("the first RWF_ATOMIC write of unit {i}"),
-        )?;
-    }
+    write_first_versions(&f, unit, 3 * UNITS)?;
     let map = Mapping::new(&f, mapped, region, true).context("mmap of the middle region")?;
     let hung_task = Path::new("/proc/sys/kernel/hung_task_timeout_secs");
     let hung_task_before = fs::read_to_string(hung_task)
