@@ -1411,6 +1411,33 @@ fn write_first_versions(f: &File, unit: usize, units: usize) -> Result<()> {
     Ok(())
 }
 
+/// Fails unless the first `size` bytes of `path` through untorn equal the lower file's (read
+/// `O_DIRECT`), and units `0..units` of `unit` bytes are each whole.
+fn ensure_whole_and_on_lower(
+    path: &Path,
+    low: &Path,
+    size: usize,
+    unit: usize,
+    units: usize,
+    what: &str,
+) -> Result<()> {
+    let upper = read_at(&open_ro(path)?, 0, size)?;
+    let lower = lower_range(low, 0, size)?;
+    ensure_bytes(
+        &lower,
+        &upper,
+        &format!("the lower file against untorn {what}"),
+    )?;
+    for i in 0..units {
+        let state = inspect_unit(&upper[i * unit..(i + 1) * unit], i as u64);
+        ensure!(
+            matches!(state, Ok(UnitState::Whole(_))),
+            "unit {i} {what}: {state:?}"
+        );
+    }
+    Ok(())
+}
+
 /// How long the negative control of the racing test may run before it must have seen a tear.
 const RACE_CONTROL_TIME: Duration = Duration::from_secs(30);
 
@@ -1566,20 +1593,14 @@ fn racing_atomic_writes(stack: &mut Stack) -> Result<()> {
         race.reads
     );
     // The end state: every unit whole, and the same on the lower.
-    let upper = read_at(&open_ro(&path)?, 0, UNITS * unit)?;
-    let lower = lower_range(&low.join("f"), 0, UNITS * unit)?;
-    ensure_bytes(
-        &lower,
-        &upper,
-        "the lower file against untorn after the race",
+    ensure_whole_and_on_lower(
+        &path,
+        &low.join("f"),
+        UNITS * unit,
+        unit,
+        UNITS,
+        "after the race",
     )?;
-    for i in 0..UNITS {
-        let state = inspect_unit(&upper[i * unit..(i + 1) * unit], i as u64);
-        ensure!(
-            matches!(state, Ok(UnitState::Whole(_))),
-            "unit {i} after the race: {state:?}"
-        );
-    }
     // The negative control, on the same file: fewer units, so readers meet writes more often.
     set_skip_publication(stack.top(), true)?;
     let control = race_units(&path, unit, 2, RACE_CONTROL_TIME);
@@ -1787,20 +1808,7 @@ fn mmap_fork_stress(stack: &mut Stack) -> Result<()> {
     drop(map);
     f.sync_all().context("fsync after the stress")?;
     let size = 3 * region;
-    let upper = read_at(&open_ro(&path)?, 0, size)?;
-    let lower = lower_range(&low.join("f"), 0, size)?;
-    ensure_bytes(
-        &lower,
-        &upper,
-        "the lower file against untorn after the stress",
-    )?;
-    for i in 0..UNITS {
-        let state = inspect_unit(&upper[i * unit..(i + 1) * unit], i as u64);
-        ensure!(
-            matches!(state, Ok(UnitState::Whole(_))),
-            "tagged unit {i} after the stress: {state:?}"
-        );
-    }
+    ensure_whole_and_on_lower(&path, &low.join("f"), size, unit, UNITS, "after the stress")?;
     Ok(())
 }
 
