@@ -173,7 +173,18 @@ impl Mounted {
     /// Unmounts and mounts again on the same directory, so that nothing cached in memory by
     /// the filesystem survives (the page cache of its inodes goes with the super block).
     pub fn cycle(&mut self) -> Result<()> {
-        run("umount", &[path_str(&self.dir)?])?;
+        self.unmount()?;
+        self.mount_again()
+    }
+
+    /// Unmounts, keeping the mount point for [`Mounted::mount_again`] (which must follow
+    /// before this is dropped).
+    pub fn unmount(&mut self) -> Result<()> {
+        run("umount", &[path_str(&self.dir)?]).map(drop)
+    }
+
+    /// Mounts again what [`Mounted::unmount`] unmounted.
+    pub fn mount_again(&mut self) -> Result<()> {
         mount_at(&self.fs_type, &self.source, &self.dir, &self.options)
             .with_context(|| format!("mounting {} again", self.dir.display()))
     }

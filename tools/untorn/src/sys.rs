@@ -19,6 +19,8 @@ pub const STATX_WRITE_ATOMIC: u32 = 0x0001_0000;
 pub const STATX_ATTR_WRITE_ATOMIC: u64 = 0x0040_0000;
 /// `RWF_ATOMIC`: write the whole buffer untorn, or fail.
 pub const RWF_ATOMIC: i32 = 0x40;
+/// `RWF_DSYNC` (`include/uapi/linux/fs.h`): this write is `O_DSYNC`.
+pub const RWF_DSYNC: i32 = 0x2;
 
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default)]

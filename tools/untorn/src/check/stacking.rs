@@ -132,6 +132,21 @@ impl Stack {
         }
     }
 
+    /// Unmounts untorn and the lower, runs `between` (a power cycle of the lower's device),
+    /// and mounts both again (the lower replays its log).
+    pub fn remount_all(&mut self, between: impl FnOnce() -> Result<()>) -> Result<()> {
+        if let Some(upper) = &mut self.upper {
+            upper.unmount()?;
+        }
+        self.lower.unmount()?;
+        between()?;
+        self.lower.mount_again()?;
+        if let Some(upper) = &mut self.upper {
+            upper.mount_again()?;
+        }
+        Ok(())
+    }
+
     /// A fresh directory named `name` for one test.
     fn place(&mut self, name: &str) -> Result<Place<'_>> {
         let up = self.top().join(name);

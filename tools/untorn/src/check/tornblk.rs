@@ -34,8 +34,8 @@ pub const TORNBLK: &str = "tornblk";
 pub(crate) const CONFIGFS: &str = "/sys/kernel/config/tornblk";
 /// The group whose fixture (the module, loaded) the tests share.
 const GROUP: &str = "tornblk";
-/// `RWF_DSYNC`: a FUA write (and a flush) on a block device opened `O_DIRECT`.
-const RWF_DSYNC: i32 = 0x2;
+/// A FUA write (and a flush) on a block device opened `O_DIRECT`.
+const RWF_DSYNC: i32 = sys::RWF_DSYNC;
 
 pub fn tests() -> Vec<Test> {
     let t = |name: &str, run: fn() -> Result<()>| {

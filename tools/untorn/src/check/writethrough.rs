@@ -131,12 +131,17 @@ const TORNBLK_DEVICE: &[(&str, &str)] = &[
     ("atomic_unit_min", "4096"),
     ("atomic_unit_max", "32768"),
     ("atomic_max", "32768"),
+    // A power cut loses every write not yet durable (no write is kept or torn).
+    ("keep", "0"),
+    ("lose", "1"),
+    ("tear", "0"),
 ];
 
-/// untorn over a lower on a tornblk device; dropped in this order: the stack (untorn, the lower,
-/// the device), then tornblk.
+/// untorn over a lower on a tornblk device; dropped in this order: the stack (untorn, the
+/// lower), the device, then tornblk.
 struct TornStack {
     stack: Stack,
+    dev: TornDev,
     _tornblk: LoadedModule,
 }
 
@@ -144,14 +149,98 @@ impl TornStack {
     fn new(env: &Env, fs_type: FsType) -> Result<Self> {
         let tornblk = tornblk::load(env)?;
         let dev = TornDev::new("wt", TORNBLK_DEVICE)?;
-        let disk = dev.disk.clone();
-        let stack = Stack::on_disk(env, fs_type, &disk, None, Some(Box::new(dev)))?;
+        let stack = Stack::on_disk(env, fs_type, &dev.disk, None, None)?;
         Ok(Self {
             stack,
+            dev,
             _tornblk: tornblk,
         })
     }
 }
+
+/// Durability (semantics 4), on tornblk, which here loses every write not yet durable at a power
+/// cut: an untorn write with `RWF_DSYNC` and a writethrough write on an `O_DSYNC` descriptor
+/// survive a cut that comes right after them. The control, in the same cut: an untorn write
+/// without `DSYNC` is lost (it completed into the device's volatile cache), which shows that
+/// the cut drops what was not made durable.
+fn dsync_survives_power_cut(torn: &mut TornStack) -> Result<()> {
+    const UNITS: usize = 3;
+    let stack = &mut torn.stack;
+    let (up, low) = test_dir(stack, "dsync")?;
+    let path = up.join("f");
+    let f = create_with(&path, b"")?;
+    let limits = untorn_limits(lower_limits(&low.join("f"))?.1);
+    ensure!(limits.is_supported(), "the lower offers no atomic writes");
+    let unit = page_unit(&limits);
+    write_first_versions(&f, unit, UNITS)?;
+    let marked = create_with(&up.join("g"), b"")?;
+    write_first_versions(&marked, unit, 1)?;
+    set_mode(&marked, FileMode::WRITETHROUGH, "mark g")?;
+    sys::syncfs(&f).context("syncfs before the writes")?;
+    let v2 = |i: u64| -> Result<Vec<u8>> {
+        let mut buf = vec![0u8; unit];
+        let tag = UnitTag {
+            unit: i,
+            version: 2,
+        };
+        fill_unit(&mut buf, tag).map_err(|e| anyhow!("fill_unit: {e:?}"))?;
+        Ok(buf)
+    };
+    let dsync = sys::pwritev2(&f, &[IoSlice::new(&v2(0)?)], 0, RWF_ATOMIC_DSYNC);
+    expect_written(dsync, unit, "RWF_ATOMIC|RWF_DSYNC write of unit 0")?;
+    expect_written(
+        atomic_write(&f, &v2(1)?, unit as u64),
+        unit,
+        "RWF_ATOMIC write of unit 1 (no DSYNC)",
+    )?;
+    let g = OpenOptions::new()
+        .write(true)
+        .custom_flags(libc::O_DSYNC)
+        .open(up.join("g"))?;
+    expect_written(
+        g.write_at(&v2(0)?, 0),
+        unit,
+        "writethrough write on an O_DSYNC descriptor",
+    )?;
+    torn.dev.command("cut").context("power cut")?;
+    drop((f, g, marked));
+    let dev = &torn.dev;
+    stack.remount_all(|| dev.command("power_on").context("power on"))?;
+    let states = |path: &Path, units: usize| -> Result<Vec<String>> {
+        let data = read_at(&open_ro(path)?, 0, units * unit)?;
+        Ok((0..units)
+            .map(|i| {
+                format!(
+                    "{:?}",
+                    inspect_unit(&data[i * unit..(i + 1) * unit], i as u64)
+                )
+            })
+            .collect())
+    };
+    let (f_units, g_units) = (states(&path, UNITS)?, states(&up.join("g"), 1)?);
+    println!("#   after the cut: f {f_units:?}, g {g_units:?}");
+    let whole = |v: u64| format!("{:?}", Ok::<_, ()>(UnitState::Whole(v)));
+    ensure!(
+        f_units[0] == whole(2),
+        "the RWF_DSYNC untorn write was lost or torn by the cut: {}",
+        f_units[0]
+    );
+    ensure!(
+        g_units[0] == whole(2),
+        "the O_DSYNC writethrough write was lost or torn by the cut: {}",
+        g_units[0]
+    );
+    ensure!(
+        f_units[1] == whole(1),
+        "the control: the untorn write without DSYNC should have been lost, unit 1 is {}",
+        f_units[1]
+    );
+    ensure!(f_units[2] == whole(1), "unit 2, untouched: {}", f_units[2]);
+    Ok(())
+}
+
+/// `RWF_ATOMIC | RWF_DSYNC`.
+const RWF_ATOMIC_DSYNC: i32 = sys::RWF_ATOMIC | sys::RWF_DSYNC;
 
 pub fn tests(env: &Env) -> Vec<Test> {
     let mut tests = Vec::new();
@@ -187,6 +276,15 @@ pub fn tests(env: &Env) -> Vec<Test> {
                 },
             ));
         }
+        let group = format!("writethrough-tornblk-{fs}");
+        tests.push(Test::in_group(
+            format!("writethrough/{fs}-on-tornblk/dsync-survives-power-cut"),
+            group.clone(),
+            move |env| {
+                let mut torn = env.fixture(&group, |env| TornStack::new(env, fs_type))?;
+                dsync_survives_power_cut(&mut torn)
+            },
+        ));
         let group = format!("writethrough-flakey-{fs}");
         tests.push(Test::in_group(
             format!("writethrough/{fs}/lower-write-error-eio"),
