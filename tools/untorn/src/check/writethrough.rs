@@ -166,11 +166,13 @@ impl TornStack {
 fn dsync_survives_power_cut(torn: &mut TornStack) -> Result<()> {
     const UNITS: usize = 3;
     let stack = &mut torn.stack;
-    let (up, low) = test_dir(stack, "dsync")?;
-    let path = up.join("f");
-    let f = create_with(&path, b"")?;
-    let limits = untorn_limits(lower_limits(&low.join("f"))?.1);
-    ensure!(limits.is_supported(), "the lower offers no atomic writes");
+    let AtomicFile {
+        up,
+        low: _,
+        path,
+        file: f,
+        limits,
+    } = atomic_file(stack, "dsync")?;
     let unit = page_unit(&limits);
     write_first_versions(&f, unit, UNITS)?;
     let marked = create_with(&up.join("g"), b"")?;
@@ -1536,6 +1538,32 @@ fn ensure_whole_and_on_lower(
     Ok(())
 }
 
+/// A new, empty file `f` in a fresh test directory, on a lower that offers atomic writes.
+struct AtomicFile {
+    up: PathBuf,
+    low: PathBuf,
+    path: PathBuf,
+    file: File,
+    /// untorn's limits for the file.
+    limits: AtomicWriteLimits,
+}
+
+/// Makes the [`AtomicFile`] of test `name`; fails if the lower offers no atomic writes.
+fn atomic_file(stack: &Stack, name: &str) -> Result<AtomicFile> {
+    let (up, low) = test_dir(stack, name)?;
+    let path = up.join("f");
+    let file = create_with(&path, b"")?;
+    let limits = untorn_limits(lower_limits(&low.join("f"))?.1);
+    ensure!(limits.is_supported(), "the lower offers no atomic writes");
+    Ok(AtomicFile {
+        up,
+        low,
+        path,
+        file,
+        limits,
+    })
+}
+
 /// How long the negative control of the racing test may run before it must have seen a tear.
 const RACE_CONTROL_TIME: Duration = Duration::from_secs(30);
 
@@ -1660,11 +1688,13 @@ fn set_skip_publication(mountpoint: &Path, on: bool) -> Result<()> {
 /// read, or the race could not have caught one.
 fn racing_atomic_writes(stack: &mut Stack) -> Result<()> {
     const UNITS: usize = 16;
-    let (up, low) = test_dir(stack, "racing")?;
-    let path = up.join("f");
-    let f = create_with(&path, b"")?;
-    let limits = untorn_limits(lower_limits(&low.join("f"))?.1);
-    ensure!(limits.is_supported(), "the lower offers no atomic writes");
+    let AtomicFile {
+        up: _,
+        low,
+        path,
+        file: f,
+        limits,
+    } = atomic_file(stack, "racing")?;
     // The largest unit both lowers take: the longer a copy into the page cache, the likelier
     // a reader meets one half done.
     let unit = 65536u32.clamp(limits.unit_min(), limits.unit_max()) as usize;
@@ -1734,11 +1764,13 @@ const STRESS_HUNG_TASK_SECS: &str = "20";
 /// must make progress and stop; then the tagged units are whole and the lower equals untorn.
 fn mmap_fork_stress(stack: &mut Stack) -> Result<()> {
     const UNITS: usize = 8;
-    let (up, low) = test_dir(stack, "stress")?;
-    let path = up.join("f");
-    let f = create_with(&path, b"")?;
-    let limits = untorn_limits(lower_limits(&low.join("f"))?.1);
-    ensure!(limits.is_supported(), "the lower offers no atomic writes");
+    let AtomicFile {
+        up: _,
+        low,
+        path,
+        file: f,
+        limits,
+    } = atomic_file(stack, "stress")?;
     let unit = page_unit(&limits);
     // Three regions of `UNITS` units: tagged untorn writes, the shared mapping, and untorn
     // writes whose data comes from the mapping.
@@ -1961,11 +1993,13 @@ fn two_writers(write: &(dyn Fn(u64, u64) -> Result<()> + Sync)) -> Result<[u64; 
 /// one file never overlap (the counter stays), which shows that the counter tells the two apart.
 fn parallel_disjoint_writes(stack: &mut Stack) -> Result<()> {
     const UNITS: u64 = 16;
-    let (up, low) = test_dir(stack, "parallel")?;
-    let path = up.join("f");
-    let f = create_with(&path, b"")?;
-    let limits = untorn_limits(lower_limits(&low.join("f"))?.1);
-    ensure!(limits.is_supported(), "the lower offers no atomic writes");
+    let AtomicFile {
+        up,
+        low: _,
+        path,
+        file: f,
+        limits,
+    } = atomic_file(stack, "parallel")?;
     let unit = page_unit(&limits);
     let size = UNITS as usize * unit;
     f.write_all_at(&pattern(70, size), 0)?;
