@@ -1047,17 +1047,21 @@ fn number_and_unit<'a>(text: &'a str, what: &str) -> Result<(u64, &'a str), Stri
     Ok((number, unit))
 }
 
-/// Parses a duration such as `90`, `60s`, `30m` or `2h`.
+/// Parses a duration such as `90`, `500ms`, `60s`, `30m` or `2h`.
 pub fn parse_duration(text: &str) -> Result<Duration, String> {
     let text = text.trim();
-    let (number, unit) = number_and_unit(text, "duration (e.g. 60s, 30m, 2h)")?;
-    let seconds = match unit {
-        "" | "s" => 1,
-        "m" | "min" => 60,
-        "h" => 3600,
-        _ => return Err(format!("unknown unit {unit:?} in {text:?} (s, m or h)")),
+    let (number, unit) = number_and_unit(text, "duration (e.g. 500ms, 60s, 30m, 2h)")?;
+    let millis = match unit {
+        "ms" => 1,
+        "" | "s" => 1000,
+        "m" | "min" => 60_000,
+        "h" => 3_600_000,
+        _ => return Err(format!("unknown unit {unit:?} in {text:?} (ms, s, m or h)")),
     };
-    Ok(Duration::from_secs(number * seconds))
+    number
+        .checked_mul(millis)
+        .map(Duration::from_millis)
+        .ok_or_else(|| format!("too long: {text:?}"))
 }
 
 /// Parses a size such as `4096`, `64k`, `4MiB` or `1G` (binary multiples).
@@ -1324,6 +1328,7 @@ mod tests {
         assert_eq!(parse_duration("30m"), Ok(Duration::from_secs(1800)));
         assert_eq!(parse_duration("2h"), Ok(Duration::from_secs(7200)));
         assert_eq!(parse_duration("90"), Ok(Duration::from_secs(90)));
+        assert_eq!(parse_duration("500ms"), Ok(Duration::from_millis(500)));
         assert!(parse_duration("1d").is_err());
         assert!(parse_duration("s").is_err());
         assert_eq!(parse_size("4MiB"), Ok(4 << 20));

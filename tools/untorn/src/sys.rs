@@ -314,6 +314,16 @@ pub fn syncfs(file: &File) -> io::Result<()> {
     check(unsafe { libc::syncfs(file.as_raw_fd()) }).map(drop)
 }
 
+/// `posix_fadvise(fd, 0, 0, POSIX_FADV_DONTNEED)`: drops the file's clean cached pages.
+pub fn fadvise_dontneed(file: &File) -> io::Result<()> {
+    // SAFETY: An open descriptor; the call takes no memory.
+    let ret = unsafe { libc::posix_fadvise(file.as_raw_fd(), 0, 0, libc::POSIX_FADV_DONTNEED) };
+    if ret != 0 {
+        return Err(io::Error::from_raw_os_error(ret));
+    }
+    Ok(())
+}
+
 /// `sync()`.
 pub fn sync() {
     // SAFETY: No arguments; cannot fail.
