@@ -52,6 +52,9 @@ pub(crate) struct Counters {
     /// Writethrough writes that began, under the inode lock, while another writethrough write
     /// to the same file was in flight: writes that ran in parallel.
     pub(crate) writethrough_overlapped: AtomicU64,
+    /// Bounce buffers of untorn writes taken from the mount's cache, and newly mapped.
+    pub(crate) bounce_reused: AtomicU64,
+    pub(crate) bounce_mapped: AtomicU64,
 }
 
 impl Counters {
@@ -106,6 +109,8 @@ impl fmt::Debug for Counters {
             ("err_short", &self.err_short),
             ("reader_retries", &self.reader_retries),
             ("writethrough_overlapped", &self.writethrough_overlapped),
+            ("bounce_reused", &self.bounce_reused),
+            ("bounce_mapped", &self.bounce_mapped),
         ];
         for (i, (name, value)) in all.iter().enumerate() {
             let sep = if i == 0 { "" } else { "\n" };

@@ -19,6 +19,7 @@ use kernel::{
 use crate::{
     counters::{Counters, Latency},
     kernel_ext::{
+        bounce::BounceCache,
         ops::{self, Statfs},
         publication::Publication,
         vfs::{Dentry, SuperBlock},
@@ -40,6 +41,8 @@ pub(crate) struct UntornSb {
     latency: Pin<KBox<debugfs::File<Latency>>>,
     /// Where writethrough writes publish into the page cache (see `writethrough.rs`).
     publication: Publication,
+    /// Idle bounce buffers of untorn writes, per address space; listed in debugfs.
+    bounce_cache: Pin<KBox<debugfs::File<BounceCache>>>,
     /// Testing only, in debugfs (root): writethrough copies into the page cache outside the
     /// publication slots, so that racing readers can see half of an untorn write. The negative
     /// control of the racing-readers test, which shows that the test catches such reads.
@@ -63,6 +66,10 @@ impl UntornSb {
 
     pub(crate) fn publication(&self) -> &Publication {
         &self.publication
+    }
+
+    pub(crate) fn bounce_cache(&self) -> &BounceCache {
+        &self.bounce_cache
     }
 
     /// Whether the testing knob `debug_skip_publication` is set.
@@ -117,6 +124,10 @@ pub(crate) unsafe extern "C" fn untorn_fill_super(
             dir.read_only_file(c"wt_latency_us", Latency::new()),
             GFP_KERNEL,
         )?;
+        let bounce_cache = KBox::pin_init(
+            dir.read_only_file(c"bounce_cache", BounceCache::new()?),
+            GFP_KERNEL,
+        )?;
         let skip_publication = KBox::pin_init(
             dir.read_write_file(c"debug_skip_publication", Atomic::new(false)),
             GFP_KERNEL,
@@ -126,6 +137,7 @@ pub(crate) unsafe extern "C" fn untorn_fill_super(
             counters,
             latency,
             publication: Publication::new()?,
+            bounce_cache,
             skip_publication,
             _debugfs_dir: dir,
         };

@@ -74,6 +74,7 @@ impl kernel::Module for UntornModule {
         // SAFETY: Called once, first, as the lock requires.
         unsafe { DEBUGFS_ROOT.init() };
         *DEBUGFS_ROOT.lock() = Some(kernel::debugfs::Dir::new(c"untorn"));
+        kernel_ext::bounce::init()?;
         Ok(UntornModule {
             _registration: Registration::new()?,
         })
@@ -84,6 +85,7 @@ impl Drop for UntornModule {
     fn drop(&mut self) {
         // No mount is left (each holds a module reference): remove `untorn/` from debugfs.
         *DEBUGFS_ROOT.lock() = None;
+        kernel_ext::bounce::exit();
     }
 }
 

@@ -42,6 +42,19 @@ fn eligibility(inode: &Inode<Untorn>, pos: i64, len: usize) -> Result<(), Error>
     Ok(())
 }
 
+/// A bounce buffer of `len` bytes for a write to `inode`, from the mount's cache if possible.
+fn new_bounce(inode: &Inode<Untorn>, len: usize) -> Result<UserBounce<'_>> {
+    let data = &inode.super_block().info().data;
+    let bounce = UserBounce::new(len, data.bounce_cache())?;
+    let counters = data.counters();
+    Counters::inc(if bounce.reused() {
+        &counters.bounce_reused
+    } else {
+        &counters.bounce_mapped
+    });
+    Ok(bounce)
+}
+
 /// A writethrough write (`RWF_ATOMIC`, or a file in writethrough mode): returns only after the
 /// lower write completed.
 pub(crate) fn write(kiocb: &mut Kiocb<'_, Untorn>, iter: &mut UserIter) -> Result<usize> {
@@ -185,7 +198,7 @@ fn write_chunk(
     let block = i64::from(aops::io_block(inode, lower));
     let io_start = pos - pos % block;
     let io_end = (end + (block - end % block) % block).min(new_size);
-    let mut bounce = UserBounce::new((io_end - io_start) as usize)?;
+    let mut bounce = new_bounce(inode, (io_end - io_start) as usize)?;
     bounce.fill_at((pos - io_start) as usize, iter, len)?;
     let result = write_chunk_locked(inode, &mut bounce, pos, end, io_start, io_end, sync_flags);
     if result.is_err() {
@@ -200,7 +213,7 @@ fn write_chunk(
 
 fn write_chunk_locked(
     inode: &Inode<Untorn>,
-    bounce: &mut UserBounce,
+    bounce: &mut UserBounce<'_>,
     pos: i64,
     end: i64,
     io_start: i64,
@@ -297,7 +310,7 @@ fn untorn_write(
     let inode = kiocb.inode();
     let lower = inode.data_file_rw().ok_or(EBADF)?;
     // The user's data, all or nothing, before anything changes.
-    let mut bounce = UserBounce::new(count)?;
+    let mut bounce = new_bounce(inode, count)?;
     bounce.fill_from(iter)?;
     let old_size = inode.size();
     if let Err(e) = kiocb.file_modified() {
@@ -374,7 +387,7 @@ fn untorn_write(
 }
 
 /// Gives back to the iterator what the bounce buffer took, so a failed write consumed nothing.
-fn iter_restore(iter: &mut UserIter, bounce: &UserBounce) {
+fn iter_restore(iter: &mut UserIter, bounce: &UserBounce<'_>) {
     // SAFETY: `bounce` was filled from `iter`, which consumed exactly its length.
     unsafe { iter.revert(bounce.size()) };
 }
@@ -430,7 +443,7 @@ fn write_outside(inode: &Inode<Untorn>, folio: &OwnedLockedFolio, pos: i64, end:
 fn publish(
     inode: &Inode<Untorn>,
     folios: &[RangeFolio],
-    bounce: &UserBounce,
+    bounce: &UserBounce<'_>,
     base: i64,
     pos: i64,
     end: i64,

@@ -23,6 +23,9 @@ const int UNTORN_IOCB_SYNC = IOCB_SYNC;
 const int UNTORN_IOCB_APPEND = IOCB_APPEND;
 const int UNTORN_IOCB_NOWAIT = IOCB_NOWAIT;
 
+/* The most pages of a cached bounce buffer (rust/kernel_ext/bounce.rs). */
+const unsigned int UNTORN_BOUNCE_CACHE_MAX_PAGES = UNTORN_BOUNCE_CACHE_PAGES;
+
 /* Request flags and queue features for the block device side (rust/kernel_ext/block.rs). */
 const blk_opf_t UNTORN_REQ_FUA = REQ_FUA;
 const blk_opf_t UNTORN_REQ_PREFLUSH = REQ_PREFLUSH;

@@ -288,6 +288,123 @@ long untorn_helper_bounce_map(size_t len)
 	return (long)addr;
 }
 
+/*
+ * Cached bounce buffers (rust/kernel_ext/bounce.rs): a bounce stays mapped and pinned in its
+ * address space for that address space's next untorn write; these are the pieces that need C.
+ */
+struct mm_struct *untorn_helper_current_mm(void)
+{
+	return current->mm;
+}
+
+void untorn_helper_mmgrab(struct mm_struct *mm)
+{
+	mmgrab(mm);
+}
+
+void untorn_helper_mmdrop(struct mm_struct *mm)
+{
+	mmdrop(mm);
+}
+
+/* Whether the address space still exists (a dead one took its mappings with it). */
+bool untorn_helper_mm_alive(struct mm_struct *mm)
+{
+	return atomic_read(&mm->mm_users) > 0;
+}
+
+/*
+ * Whether addr.. in the current address space still maps exactly these npages pinned pages,
+ * writable: its user may have unmapped, remapped or protected the range since the bounce was
+ * cached, and then the range is no longer the bounce's.
+ */
+bool untorn_helper_bounce_still_mapped(unsigned long addr, struct page **pages,
+				       unsigned int npages)
+{
+	struct page *now[UNTORN_BOUNCE_CACHE_PAGES];
+	bool same;
+	int pinned;
+
+	if (!npages || npages > ARRAY_SIZE(now))
+		return false;
+	pinned = pin_user_pages_fast(addr, npages, FOLL_WRITE, now);
+	if (pinned <= 0)
+		return false;
+	same = pinned == npages && !memcmp(now, pages, npages * sizeof(*now));
+	unpin_user_pages(now, pinned);
+	return same;
+}
+
+/* Releases of bounce buffers of other address spaces, which only a kthread can enter. */
+static struct workqueue_struct *untorn_bounce_wq;
+
+struct untorn_bounce_release {
+	struct work_struct work;
+	struct mm_struct *mm;
+	unsigned long addr;
+	size_t len;
+	unsigned int npages;
+	struct page *pages[];
+};
+
+static void untorn_bounce_release_work(struct work_struct *work)
+{
+	struct untorn_bounce_release *r = container_of(work, struct untorn_bounce_release, work);
+
+	/* A dead address space took the mapping with it; the pins are ours to drop either way. */
+	if (mmget_not_zero(r->mm)) {
+		kthread_use_mm(r->mm);
+		if (untorn_helper_bounce_still_mapped(r->addr, r->pages, r->npages))
+			vm_munmap(r->addr, r->len);
+		kthread_unuse_mm(r->mm);
+		mmput(r->mm);
+	}
+	unpin_user_pages(r->pages, r->npages);
+	mmdrop(r->mm);
+	kfree(r);
+}
+
+/*
+ * Unmaps a bounce buffer of another address space (if it is still there) and drops its pins
+ * and the mm reference, in a worker; takes over the pins and the reference. Returns -ENOMEM if
+ * it cannot, and then the caller still owns them.
+ */
+int untorn_helper_bounce_release_foreign(struct mm_struct *mm, unsigned long addr, size_t len,
+					 struct page **pages, unsigned int npages)
+{
+	struct untorn_bounce_release *r;
+
+	r = kmalloc(struct_size(r, pages, npages), GFP_KERNEL);
+	if (!r)
+		return -ENOMEM;
+	INIT_WORK(&r->work, untorn_bounce_release_work);
+	r->mm = mm;
+	r->addr = addr;
+	r->len = len;
+	r->npages = npages;
+	memcpy(r->pages, pages, npages * sizeof(*pages));
+	queue_work(untorn_bounce_wq, &r->work);
+	return 0;
+}
+
+/* Waits until every release queued so far is done. */
+void untorn_helper_bounce_flush_releases(void)
+{
+	flush_workqueue(untorn_bounce_wq);
+}
+
+int untorn_helper_bounce_init(void)
+{
+	untorn_bounce_wq = alloc_workqueue("untorn_bounce", WQ_UNBOUND, 0);
+	return untorn_bounce_wq ? 0 : -ENOMEM;
+}
+
+/* Module exit: drains the releases still queued. */
+void untorn_helper_bounce_exit(void)
+{
+	destroy_workqueue(untorn_bounce_wq);
+}
+
 /* Copies len bytes from the user into the pinned bounce pages from offset; returns the bytes. */
 size_t untorn_helper_bounce_fill_at(struct page **pages, size_t offset, size_t len,
 				    struct iov_iter *from)

@@ -29,6 +29,9 @@
 #include <linux/sched/mm.h>
 #include <linux/statfs.h>
 #include <linux/uio.h>
+#include <linux/kthread.h>
+#include <linux/sizes.h>
+#include <linux/workqueue.h>
 
 /* The values of the writethrough= mount option (lib/untorn_logic WritethroughPolicy). */
 #define UNTORN_WRITETHROUGH_NONE 0
@@ -103,6 +106,19 @@ bool untorn_helper_acl_kills_sgid(struct inode *inode, int type);
 /* Part 2: the writethrough path (see Documentation/filesystems/untorn.rst). */
 bool untorn_helper_current_has_mm(void);
 long untorn_helper_bounce_map(size_t len);
+struct mm_struct *untorn_helper_current_mm(void);
+void untorn_helper_mmgrab(struct mm_struct *mm);
+void untorn_helper_mmdrop(struct mm_struct *mm);
+bool untorn_helper_mm_alive(struct mm_struct *mm);
+bool untorn_helper_bounce_still_mapped(unsigned long addr, struct page **pages,
+				       unsigned int npages);
+int untorn_helper_bounce_release_foreign(struct mm_struct *mm, unsigned long addr, size_t len,
+					 struct page **pages, unsigned int npages);
+void untorn_helper_bounce_flush_releases(void);
+int untorn_helper_bounce_init(void);
+void untorn_helper_bounce_exit(void);
+/* The most pages a cached bounce buffer has (64 KiB). */
+#define UNTORN_BOUNCE_CACHE_PAGES (SZ_64K / PAGE_SIZE)
 size_t untorn_helper_bounce_fill_at(struct page **pages, size_t offset, size_t len,
 				    struct iov_iter *from);
 void untorn_helper_bounce_from_folio(struct folio *folio, size_t folio_offset,

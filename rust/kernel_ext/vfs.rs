@@ -734,7 +734,7 @@ impl LowerFile {
     pub fn write_atomic(
         &self,
         pos: i64,
-        bounce: &super::bounce::UserBounce,
+        bounce: &super::bounce::UserBounce<'_>,
         sync_flags: i32,
     ) -> Result<usize> {
         let mut iter = core::mem::MaybeUninit::<bindings::iov_iter>::uninit();
@@ -758,7 +758,7 @@ impl LowerFile {
     pub fn write_bounce(
         &self,
         pos: i64,
-        bounce: &super::bounce::UserBounce,
+        bounce: &super::bounce::UserBounce<'_>,
         offset: usize,
         len: usize,
         direct: bool,
