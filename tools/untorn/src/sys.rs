@@ -1156,3 +1156,205 @@ pub fn in_child_as(
     }
     wait_child(pid, "the child could not change its credentials")
 }
+
+/// What a [`ScriptedChild`] does on request.
+#[derive(Clone, Copy, Debug)]
+pub enum ChildOp {
+    /// `pwritev2(file, len bytes of byte, offset, RWF_ATOMIC)` from the child's own buffer.
+    AtomicWrite { offset: u64, byte: u8 },
+    /// `munmap(addr, len)`.
+    Unmap { addr: usize, len: usize },
+    /// `mmap(addr, len, RW, MAP_FIXED | MAP_PRIVATE | MAP_ANONYMOUS)`, filled with `byte`.
+    MapFixed { addr: usize, len: usize, byte: u8 },
+    /// Whether `len` bytes at `addr` all hold `byte` (`EBADMSG` if not).
+    Holds { addr: usize, len: usize, byte: u8 },
+    /// Closes the file.
+    Close,
+}
+
+/// A child process with its own address space that makes system calls on request, so that a
+/// test can look at that address space from outside (`/proc/PID/maps`) between two calls, and
+/// outlive a mount while the child lives on.
+pub struct ScriptedChild {
+    pid: libc::pid_t,
+    requests: File,
+    replies: File,
+}
+
+impl ScriptedChild {
+    /// Forks a child that holds `file` and a buffer of `len` bytes for its writes.
+    pub fn spawn(file: &File, len: usize) -> io::Result<Self> {
+        let mut to_child = [0; 2];
+        let mut from_child = [0; 2];
+        // SAFETY: Both arrays have room for two descriptors.
+        check(unsafe { libc::pipe2(to_child.as_mut_ptr(), libc::O_CLOEXEC) })?;
+        // SAFETY: As above.
+        check(unsafe { libc::pipe2(from_child.as_mut_ptr(), libc::O_CLOEXEC) })?;
+        let mut buf = vec![0u8; len];
+        let fd = file.as_raw_fd();
+        // SAFETY: The child only makes raw system calls on memory allocated before the fork
+        // and ends with `_exit`.
+        let pid = check(unsafe { libc::fork() })?;
+        if pid == 0 {
+            // SAFETY: Raw system calls on descriptors and memory prepared before the fork.
+            unsafe { child_loop(to_child[0], from_child[1], fd, &mut buf) };
+        }
+        // SAFETY: The ends the parent keeps become `File`s (owned once each); the others close.
+        unsafe {
+            libc::close(to_child[0]);
+            libc::close(from_child[1]);
+            Ok(Self {
+                pid,
+                requests: <File as std::os::fd::FromRawFd>::from_raw_fd(to_child[1]),
+                replies: <File as std::os::fd::FromRawFd>::from_raw_fd(from_child[0]),
+            })
+        }
+    }
+
+    pub fn pid(&self) -> libc::pid_t {
+        self.pid
+    }
+
+    /// Has the child do `op`; its errno as an error.
+    pub fn call(&mut self, op: ChildOp) -> io::Result<()> {
+        use std::io::{Read, Write};
+        let (code, a, b, c): (u8, u64, u64, u64) = match op {
+            ChildOp::AtomicWrite { offset, byte } => (b'w', offset, 0, u64::from(byte)),
+            ChildOp::Unmap { addr, len } => (b'u', addr as u64, len as u64, 0),
+            ChildOp::MapFixed { addr, len, byte } => (b'm', addr as u64, len as u64, byte.into()),
+            ChildOp::Holds { addr, len, byte } => (b'h', addr as u64, len as u64, byte.into()),
+            ChildOp::Close => (b'c', 0, 0, 0),
+        };
+        let mut request = [0u8; 25];
+        request[0] = code;
+        request[1..9].copy_from_slice(&a.to_ne_bytes());
+        request[9..17].copy_from_slice(&b.to_ne_bytes());
+        request[17..25].copy_from_slice(&c.to_ne_bytes());
+        self.requests.write_all(&request)?;
+        let mut reply = [0u8; 4];
+        self.replies.read_exact(&mut reply)?;
+        match i32::from_ne_bytes(reply) {
+            0 => Ok(()),
+            errno => Err(io::Error::from_raw_os_error(errno)),
+        }
+    }
+}
+
+impl Drop for ScriptedChild {
+    fn drop(&mut self) {
+        // SAFETY: Our child: killed (it may be waiting for a request) and reaped.
+        unsafe {
+            libc::kill(self.pid, libc::SIGKILL);
+            let mut status = 0;
+            libc::waitpid(self.pid, &mut status, 0);
+        }
+    }
+}
+
+/// The child of [`ScriptedChild`]: requests in, errnos out, until the request pipe closes.
+///
+/// # Safety
+///
+/// Runs right after `fork`: it makes only raw system calls, on `requests`, `replies`, `fd` and
+/// `buf` (all set up before the fork), and never returns.
+unsafe fn child_loop(requests: i32, replies: i32, fd: i32, buf: &mut [u8]) -> ! {
+    let errno = || {
+        io::Error::last_os_error()
+            .raw_os_error()
+            .unwrap_or(libc::EIO)
+    };
+    loop {
+        let mut request = [0u8; 25];
+        // SAFETY: `request` is writable for its length.
+        let n = unsafe { libc::read(requests, request.as_mut_ptr().cast(), request.len()) };
+        if n != request.len() as isize {
+            // SAFETY: Ends the child.
+            unsafe { libc::_exit(0) };
+        }
+        let word = |i: usize| {
+            let mut bytes = [0u8; 8];
+            bytes.copy_from_slice(&request[i..i + 8]);
+            u64::from_ne_bytes(bytes)
+        };
+        let (a, b, c) = (word(1), word(9), word(17));
+        let result: i32 = match request[0] {
+            b'w' => {
+                buf.fill(c as u8);
+                let iov = libc::iovec {
+                    iov_base: buf.as_mut_ptr().cast(),
+                    iov_len: buf.len(),
+                };
+                // SAFETY: One segment over our buffer.
+                let n = unsafe { libc::pwritev2(fd, &iov, 1, a as i64, RWF_ATOMIC) };
+                if n == buf.len() as isize {
+                    0
+                } else if n < 0 {
+                    errno()
+                } else {
+                    libc::EIO
+                }
+            }
+            // SAFETY: Whatever the parent names; only this child's address space changes.
+            b'u' => match unsafe { libc::munmap(a as *mut _, b as usize) } {
+                0 => 0,
+                _ => errno(),
+            },
+            b'm' => {
+                // SAFETY: As above.
+                let p = unsafe {
+                    libc::mmap(
+                        a as *mut _,
+                        b as usize,
+                        libc::PROT_READ | libc::PROT_WRITE,
+                        libc::MAP_FIXED | libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
+                        -1,
+                        0,
+                    )
+                };
+                if p == libc::MAP_FAILED {
+                    errno()
+                } else {
+                    // SAFETY: Just mapped, `b` bytes, writable.
+                    unsafe { std::ptr::write_bytes(p.cast::<u8>(), c as u8, b as usize) };
+                    0
+                }
+            }
+            b'h' => {
+                // SAFETY: The parent names a range it had mapped here, readable.
+                let bytes = unsafe { std::slice::from_raw_parts(a as *const u8, b as usize) };
+                if bytes.iter().all(|&x| x == c as u8) {
+                    0
+                } else {
+                    libc::EBADMSG
+                }
+            }
+            // SAFETY: Our inherited descriptor.
+            b'c' => match unsafe { libc::close(fd) } {
+                0 => 0,
+                _ => errno(),
+            },
+            _ => libc::EINVAL,
+        };
+        let reply = result.to_ne_bytes();
+        // SAFETY: `reply` is readable for its length.
+        unsafe { libc::write(replies, reply.as_ptr().cast(), reply.len()) };
+    }
+}
+
+/// The mappings of process `pid` (`/proc/PID/maps`), as `(start, end)`.
+pub fn mappings(pid: libc::pid_t) -> io::Result<Vec<(usize, usize)>> {
+    let text = std::fs::read_to_string(format!("/proc/{pid}/maps"))?;
+    let mut found = Vec::new();
+    for line in text.lines() {
+        let range = line.split_whitespace().next().unwrap_or_default();
+        if let Some((start, end)) = range.split_once('-') {
+            if let (Ok(start), Ok(end)) = (
+                usize::from_str_radix(start, 16),
+                usize::from_str_radix(end, 16),
+            ) {
+                found.push((start, end));
+            }
+        }
+    }
+    Ok(found)
+}

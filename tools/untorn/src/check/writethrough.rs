@@ -28,7 +28,10 @@ use crate::{
     exercise::{self, pattern},
     guest::{self, FsType, LoadedModule, Mounted},
     limits::FileLimits,
-    sys::{self, describe, AlignedBuf, BadAddresses, Mapping, PartlyMapped, Tail},
+    sys::{
+        self, describe, AlignedBuf, BadAddresses, ChildOp, Mapping, PartlyMapped, ScriptedChild,
+        Tail,
+    },
 };
 use anyhow::{anyhow, bail, ensure, Context, Result};
 use std::{
@@ -108,6 +111,7 @@ const TESTS: &[(&str, WtTest, bool)] = &[
         false,
     ),
     ("parallel-disjoint-writes", parallel_disjoint_writes, false),
+    ("bounce-cache", bounce_cache, false),
     ("mmap-fork-stress", mmap_fork_stress, false),
     ("exercise-30s", exercise_writethrough, false),
 ];
@@ -1985,6 +1989,162 @@ fn two_writers(write: &(dyn Fn(u64, u64) -> Result<()> + Sync)) -> Result<[u64; 
         counts[0].load(Ordering::Relaxed),
         counts[1].load(Ordering::Relaxed),
     ])
+}
+
+/// The cached bounce buffers of untorn writes (`rust/kernel_ext/bounce.rs`), seen from a child
+/// process whose address space the test reads from outside, on a mount of its own:
+/// - the first write maps one bounce of the unit's size, and the next 19 reuse it
+///   (`bounce_reused`, `bounce_mapped`);
+/// - after the child unmaps that bounce itself, its next write still succeeds (a new bounce);
+/// - after the child maps its own memory over the cached bounce (`MAP_FIXED`, filled with
+///   0xEE), its next write still writes its data, not 0xEE, and leaves that memory alone;
+/// - at unmount, the bounce still cached in the (living) child is unmapped from its address
+///   space, by a worker, while the child's own mapping stays.
+///
+/// Without the check of a cached bounce before reuse, the write after the unmap would fail
+/// with `EFAULT` and the one after `MAP_FIXED` would write 0xEE; without the release at unmount,
+/// the bounce would stay in the child.
+fn bounce_cache(stack: &mut Stack) -> Result<()> {
+    let AtomicFile {
+        up: _,
+        low,
+        path: _,
+        file: _,
+        limits,
+    } = atomic_file(stack, "bounce")?;
+    let unit = page_unit(&limits);
+    let mut own = Mounted::mount(UNTORN, guest::path_str(stack.lower_dir())?, "")?;
+    let path = own.path().join("bounce").join("f");
+    let file = open_rw(&path, false)?;
+    let mut child = ScriptedChild::spawn(&file, unit)?;
+    drop(file);
+    let pid = child.pid();
+    // The mount's idle bounces (debugfs): only the child writes through this mount.
+    let cached = |own: &Mounted| -> Result<Vec<usize>> {
+        let path = counters_dir(own.path())?.join("bounce_cache");
+        let text =
+            fs::read_to_string(&path).with_context(|| format!("cannot read {}", path.display()))?;
+        text.lines()
+            .filter(|l| !l.trim().is_empty())
+            .map(|l| {
+                let addr = l.split_whitespace().next().unwrap_or_default();
+                usize::from_str_radix(addr.trim_start_matches("0x"), 16)
+                    .with_context(|| format!("bad bounce_cache line {l:?}"))
+            })
+            .collect()
+    };
+    let mapped_in_child = |addr: usize| -> Result<bool> {
+        Ok(sys::mappings(pid)?
+            .iter()
+            .any(|&(start, end)| start <= addr && addr < end))
+    };
+    let counter = |name: &str| -> Result<u64> {
+        Ok(read_counters(own.path())?.get(name).copied().unwrap_or(0))
+    };
+    let (mapped0, reused0) = (counter("bounce_mapped")?, counter("bounce_reused")?);
+    let write = |child: &mut ScriptedChild, unit_index: u64, byte: u8, what: &str| {
+        child
+            .call(ChildOp::AtomicWrite {
+                offset: unit_index * unit as u64,
+                byte,
+            })
+            .map_err(|e| anyhow!("{what}: the child's RWF_ATOMIC write: {}", describe(&e)))
+    };
+
+    write(&mut child, 0, 1, "first write")?;
+    let first = cached(&own)?;
+    ensure!(
+        first.len() == 1 && mapped_in_child(first[0])?,
+        "after the first write the mount caches {first:x?}, not one bounce mapped in the child"
+    );
+    for _ in 0..19 {
+        write(&mut child, 0, 1, "rewrite")?;
+    }
+    ensure!(cached(&own)? == first, "the bounce moved while cached");
+    let (mapped, reused) = (
+        counter("bounce_mapped")? - mapped0,
+        counter("bounce_reused")? - reused0,
+    );
+    ensure!(
+        (mapped, reused) == (1, 19),
+        "20 writes of one size mapped {mapped} bounces and reused {reused} (want 1 and 19)"
+    );
+
+    child.call(ChildOp::Unmap {
+        addr: first[0],
+        len: unit,
+    })?;
+    write(
+        &mut child,
+        1,
+        2,
+        "after the child unmapped the cached bounce",
+    )?;
+    let second = cached(&own)?;
+    ensure!(
+        second.len() == 1 && mapped_in_child(second[0])?,
+        "after the unmap the mount caches {second:x?}, not one new bounce"
+    );
+    child.call(ChildOp::MapFixed {
+        addr: second[0],
+        len: unit,
+        byte: 0xEE,
+    })?;
+    write(
+        &mut child,
+        2,
+        3,
+        "after the child mapped its own memory over the bounce",
+    )?;
+    child
+        .call(ChildOp::Holds {
+            addr: second[0],
+            len: unit,
+            byte: 0xEE,
+        })
+        .map_err(|e| anyhow!("the child's own memory changed: {}", describe(&e)))?;
+    let third = cached(&own)?;
+    ensure!(
+        third.len() == 1 && third[0] != second[0] && mapped_in_child(third[0])?,
+        "after MAP_FIXED the mount caches {third:x?}, not one new bounce"
+    );
+    let mapped = counter("bounce_mapped")? - mapped0;
+    ensure!(
+        mapped == 3,
+        "{mapped} bounces mapped, want 3 (first, after unmap, after MAP_FIXED)"
+    );
+
+    for (i, byte) in [1u8, 2, 3].into_iter().enumerate() {
+        let offset = (i * unit) as u64;
+        let through = read_at(&open_rw(&path, false)?, offset, unit)?;
+        let below = sys::read_direct_range(&low.join("f"), offset, unit)?;
+        for (what, got) in [("through untorn", &through), ("on the lower", &below)] {
+            ensure!(
+                got.iter().all(|&b| b == byte),
+                "unit {i} {what} is not all {byte:#x} (first byte {:#x})",
+                got.first().copied().unwrap_or(0)
+            );
+        }
+    }
+
+    // The child lives on, its file closed; the mount goes.
+    child.call(ChildOp::Close)?;
+    own.unmount()?;
+    let result = (|| {
+        ensure!(
+            !mapped_in_child(third[0])?,
+            "the cached bounce at {:#x} is still mapped in the living child after unmount",
+            third[0]
+        );
+        ensure!(
+            mapped_in_child(second[0])?,
+            "the child's own mapping at {:#x} was unmapped",
+            second[0]
+        );
+        Ok(())
+    })();
+    own.mount_again()?;
+    result
 }
 
 /// Writethrough writes to disjoint ranges of one file run in parallel (semantics 7): two
