@@ -5,7 +5,10 @@
 #
 #   make              build the modules (and the test kernel, if missing) and the tool
 #   make check        install what is missing, build everything, run every test
-#   make bench        run the benchmark in the `bench` flavour guest
+#   make bench        the benchmark in the `bench` flavour guest (about 9 minutes); prints the
+#                     table, last the report directory (BENCH_DEVICE=scsi_debug|nvme|tornblk|
+#                     scsi_debug:PARAMS, BENCH_LOWER=xfs|ext4|xfs,ext4, BENCH_MATRIX=quick|
+#                     default|full, BENCH_ARGS=...; see tools/testing/run-bench)
 #   make pressure     the memory-pressure tests (about 30 minutes under TCG)
 #   make exercise     a long run of the data-integrity exerciser (EXERCISE_DURATION, default
 #                     30m; EXERCISE_FS=xfs|ext4; SEED=n to replay a run)

@@ -1,7 +1,7 @@
 // SPDX-License-Identifier: GPL-2.0
 
 //! `untorn bench`: what writethrough costs against every alternative, on the same device,
-//! lower filesystem and data, in one run (Documentation/filesystems/untorn-bench.rst).
+//! lower filesystem and data, in one run (Documentation/dev-tools/bench.rst).
 //!
 //! For each lower filesystem it makes a fresh one on the device, mounts untorn over it and
 //! makes three equal data files: one for the strategies through untorn, one for the direct

@@ -412,6 +412,7 @@ fn cdf_plots(results: &[CellResult]) -> Vec<(String, String, String)> {
             y_label: "fraction of writes",
             x_log: true,
             y_from_zero: true,
+            x_ticks: None,
         };
         plots.push((name, title.clone(), chart.svg(&series)));
     }
@@ -465,12 +466,19 @@ fn thread_plots(results: &[CellResult]) -> Vec<(String, String, String)> {
             workload.name(),
             page / 1024
         );
+        let mut threads: Vec<f64> = series
+            .iter()
+            .flat_map(|s| s.points.iter().map(|p| p.0))
+            .collect();
+        threads.sort_by(f64::total_cmp);
+        threads.dedup();
         let chart = Chart {
             title: &title,
             x_label: "threads (log scale)",
             y_label: "IOPS",
             x_log: true,
             y_from_zero: true,
+            x_ticks: Some(threads),
         };
         plots.push((name, title.clone(), chart.svg(&series)));
     }
@@ -490,12 +498,15 @@ struct Chart<'a> {
     y_label: &'a str,
     x_log: bool,
     y_from_zero: bool,
+    /// Ticks at these x values (and the axis from the first to the last) instead of at
+    /// powers of ten.
+    x_ticks: Option<Vec<f64>>,
 }
 
-/// Distinguishable colours (Okabe-Ito, then greys).
+/// Distinguishable colours (Okabe-Ito, with grey before its pale yellow).
 const COLOURS: [&str; 10] = [
-    "#0072B2", "#D55E00", "#009E73", "#CC79A7", "#E69F00", "#56B4E9", "#000000", "#F0E442",
-    "#777777", "#AAAAAA",
+    "#0072B2", "#D55E00", "#009E73", "#CC79A7", "#E69F00", "#56B4E9", "#000000", "#888888",
+    "#F0E442", "#BBBBBB",
 ];
 
 impl Chart<'_> {
@@ -518,7 +529,11 @@ impl Chart<'_> {
         if x0 > x1 {
             (x0, x1, y0, y1) = (0.0, 1.0, 0.0, 1.0);
         }
-        if self.x_log {
+        if self.x_ticks.is_some() {
+            if x1 <= x0 {
+                x1 = x0 + 1.0;
+            }
+        } else if self.x_log {
             x0 = x0.floor();
             x1 = x1.ceil().max(x0 + 1.0);
         } else if x1 <= x0 {
@@ -546,7 +561,9 @@ impl Chart<'_> {
             escape(self.title)
         );
         // Grid and ticks.
-        let x_ticks: Vec<f64> = if self.x_log {
+        let x_ticks: Vec<f64> = if let Some(ticks) = &self.x_ticks {
+            ticks.clone()
+        } else if self.x_log {
             (x0 as i32..=x1 as i32).map(|e| 10f64.powi(e)).collect()
         } else {
             (0..=5).map(|i| x0 + (x1 - x0) * i as f64 / 5.0).collect()
