@@ -474,6 +474,11 @@ fn run(cli: Cli) -> Result<ExitCode> {
                 modules,
                 progress: true,
             };
+            if let Some(dir) = &report {
+                // Now rather than after minutes of measuring.
+                std::fs::create_dir_all(dir)
+                    .with_context(|| format!("cannot create {}", dir.display()))?;
+            }
             let results = bench::run(&options)?;
             if let Some(dir) = &report {
                 bench::report::write(dir, &results)?;
