@@ -12,6 +12,7 @@ mod exercise;
 mod guest;
 mod limits;
 mod mode;
+mod progress;
 mod sys;
 mod table;
 
@@ -177,71 +178,7 @@ enum Command {
     /// Benchmark untorn writethrough against the alternatives (O_DIRECT+RWF_ATOMIC,
     /// buffered+fdatasync, doublewrite, plain buffered) on the same device and lower, in one
     /// run; prints a table and writes a report directory. Makes fresh filesystems on the device.
-    Bench {
-        /// scsi_debug, tornblk (made by the benchmark), or a /dev/ path (e.g. an NVMe disk).
-        #[arg(long, default_value = "scsi_debug")]
-        device: bench::DeviceChoice,
-        /// Lower filesystems.
-        #[arg(long = "lower", value_delimiter = ',', default_value = "xfs")]
-        lowers: Vec<guest::FsType>,
-        /// A preset matrix of cells (workload, page size, threads).
-        #[arg(long, value_enum, default_value = "default")]
-        matrix: bench::Matrix,
-        /// Workloads instead of the preset's (with --page-size and --threads: their product).
-        #[arg(long = "workload", value_delimiter = ',', value_enum)]
-        workloads: Vec<bench::strategy::Workload>,
-        /// Page sizes instead of the preset's, e.g. 8KiB,16KiB.
-        #[arg(long = "page-size", value_delimiter = ',', value_parser = parse_page_size)]
-        page_sizes: Vec<usize>,
-        /// Thread counts instead of the preset's.
-        #[arg(long = "threads", value_delimiter = ',')]
-        threads: Vec<usize>,
-        /// Strategies to compare (default: all).
-        #[arg(long = "strategy", value_delimiter = ',', value_enum)]
-        strategies: Vec<bench::strategy::Strategy>,
-        /// Timed runs per strategy and cell (the report gives their medians).
-        #[arg(long, default_value_t = 5)]
-        runs: usize,
-        /// Length of a timed run, e.g. 1s, 500ms.
-        #[arg(long, default_value = "1s", value_parser = exercise::parse_duration)]
-        run_time: Duration,
-        /// Length of the warm-up run before a strategy's timed runs in a cell.
-        #[arg(long, default_value = "500ms", value_parser = exercise::parse_duration)]
-        warmup: Duration,
-        /// Size of each data file.
-        #[arg(long, default_value = "96MiB", value_parser = exercise::parse_size)]
-        file_size: u64,
-        /// Pages per doublewrite batch (InnoDB's innodb_doublewrite_pages).
-        #[arg(long, default_value_t = 8)]
-        doublewrite_batch: usize,
-        /// Pages per checkpoint.
-        #[arg(long, default_value_t = 64)]
-        checkpoint_pages: usize,
-        /// Share of reads in the mixed workload, in percent.
-        #[arg(long, default_value_t = 70, value_parser = clap::value_parser!(u32).range(0..=100))]
-        read_percent: u32,
-        /// Seed of the page offsets.
-        #[arg(long, default_value_t = 1)]
-        seed: u64,
-        /// Write the report directory (results.json, summary.md, table.txt, SVG plots) here.
-        #[arg(long)]
-        report: Option<PathBuf>,
-        /// Print JSON (what results.json holds) instead of the table.
-        #[arg(long)]
-        json: bool,
-        /// Where the built modules are (default: $UNTORN_MODULES, set by vm-run).
-        #[arg(long, env = "UNTORN_MODULES")]
-        modules: PathBuf,
-    },
-}
-
-/// A page size such as `16KiB`: a power of two from 512 bytes to 1 MiB.
-fn parse_page_size(s: &str) -> Result<usize, String> {
-    let bytes = exercise::parse_size(s)?;
-    if !(512..=1 << 20).contains(&bytes) || !bytes.is_power_of_two() {
-        return Err(format!("{s}: a power of two from 512 B to 1 MiB"));
-    }
-    Ok(bytes as usize)
+    Bench(bench::Options),
 }
 
 fn default_devices() -> Result<Vec<PathBuf>> {
@@ -425,55 +362,9 @@ fn run(cli: Cli) -> Result<ExitCode> {
             };
             run_crash(&options, json)
         }
-        Command::Bench {
-            device,
-            lowers,
-            matrix,
-            workloads,
-            page_sizes,
-            threads,
-            strategies,
-            runs,
-            run_time,
-            warmup,
-            file_size,
-            doublewrite_batch,
-            checkpoint_pages,
-            read_percent,
-            seed,
-            report,
-            json,
-            modules,
-        } => {
-            let custom = !workloads.is_empty() || !page_sizes.is_empty() || !threads.is_empty();
-            let cells = bench::cells(matrix, &workloads, &page_sizes, &threads);
-            if cells.iter().any(|c| c.threads == 0) {
-                anyhow::bail!("--threads must be at least 1");
-            }
-            if doublewrite_batch == 0 || checkpoint_pages == 0 {
-                anyhow::bail!("--doublewrite-batch and --checkpoint-pages must be at least 1");
-            }
-            let options = bench::Options {
-                device,
-                lowers,
-                strategies: if strategies.is_empty() {
-                    bench::strategy::Strategy::ALL.to_vec()
-                } else {
-                    strategies
-                },
-                cells,
-                matrix: (!custom).then_some(matrix),
-                runs,
-                run_time,
-                warmup,
-                file_size,
-                doublewrite_batch,
-                checkpoint_pages,
-                read_percent,
-                seed,
-                modules,
-                progress: true,
-            };
+        Command::Bench(mut options) => {
+            options.prepare()?;
+            let (report, json) = (options.report.clone(), options.json);
             if let Some(dir) = &report {
                 // Now rather than after minutes of measuring.
                 std::fs::create_dir_all(dir)

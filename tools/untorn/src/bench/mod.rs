@@ -18,6 +18,7 @@ use crate::{
     check,
     guest::{self, FsType, Mounted},
     limits::{DeviceLimits, FileLimits},
+    progress::Progress,
     sys,
 };
 use anyhow::{bail, Context, Result};
@@ -25,7 +26,6 @@ use serde::Serialize;
 use stats::{Counters, Figures, Samples, Spread};
 use std::{
     fs::{self, File, OpenOptions},
-    io::{IsTerminal, Write},
     os::unix::fs::FileExt,
     path::{Path, PathBuf},
     sync::Barrier,
@@ -170,23 +170,105 @@ pub fn product(workloads: &[Workload], page_sizes: &[usize], threads: &[usize]) 
     cells
 }
 
-/// What to run and how.
+/// What to run and how: the command line of `untorn bench`, and the cells it makes.
+#[derive(clap::Args)]
 pub struct Options {
+    /// scsi_debug, tornblk (made by the benchmark), or a /dev/ path (e.g. an NVMe disk).
+    #[arg(long, default_value = "scsi_debug")]
     pub device: DeviceChoice,
+    /// Lower filesystems.
+    #[arg(long = "lower", value_delimiter = ',', default_value = "xfs")]
     pub lowers: Vec<FsType>,
+    /// A preset matrix of cells (workload, page size, threads).
+    #[arg(long, value_enum, default_value = "default")]
+    pub matrix: Matrix,
+    /// Workloads instead of the preset's (with --page-size and --threads: their product).
+    #[arg(long = "workload", value_delimiter = ',', value_enum)]
+    pub workloads: Vec<Workload>,
+    /// Page sizes instead of the preset's, e.g. 8KiB,16KiB.
+    #[arg(long = "page-size", value_delimiter = ',', value_parser = parse_page_size)]
+    pub page_sizes: Vec<usize>,
+    /// Thread counts instead of the preset's.
+    #[arg(long = "threads", value_delimiter = ',')]
+    pub threads: Vec<usize>,
+    /// Strategies to compare (default: all).
+    #[arg(long = "strategy", value_delimiter = ',', value_enum)]
     pub strategies: Vec<Strategy>,
-    pub cells: Vec<Cell>,
-    pub matrix: Option<Matrix>,
+    /// Timed runs per strategy and cell (the report gives their medians).
+    #[arg(long, default_value_t = 5)]
     pub runs: usize,
+    /// Length of a timed run, e.g. 1s, 500ms.
+    #[arg(long, default_value = "1s", value_parser = crate::exercise::parse_duration)]
     pub run_time: Duration,
+    /// Length of the warm-up run before a strategy's timed runs in a cell.
+    #[arg(long, default_value = "500ms", value_parser = crate::exercise::parse_duration)]
     pub warmup: Duration,
+    /// Size of each data file.
+    #[arg(long, default_value = "96MiB", value_parser = crate::exercise::parse_size)]
     pub file_size: u64,
+    /// Pages per doublewrite batch (InnoDB's innodb_doublewrite_pages).
+    #[arg(long, default_value_t = 8)]
     pub doublewrite_batch: usize,
+    /// Pages per checkpoint.
+    #[arg(long, default_value_t = 64)]
     pub checkpoint_pages: usize,
+    /// Share of reads in the mixed workload, in percent.
+    #[arg(long, default_value_t = 70, value_parser = clap::value_parser!(u32).range(0..=100))]
     pub read_percent: u32,
+    /// Seed of the page offsets.
+    #[arg(long, default_value_t = 1)]
     pub seed: u64,
+    /// Write the report directory (results.json, summary.md, table.txt, SVG plots) here.
+    #[arg(long)]
+    pub report: Option<PathBuf>,
+    /// Print JSON (what results.json holds) instead of the table.
+    #[arg(long)]
+    pub json: bool,
+    /// Where the built modules are (default: $UNTORN_MODULES, set by vm-run).
+    #[arg(long, env = "UNTORN_MODULES")]
     pub modules: PathBuf,
-    pub progress: bool,
+    /// The cells to run (from the matrix and the options above; see [`Options::prepare`]).
+    #[arg(skip)]
+    pub cells: Vec<Cell>,
+    /// `--workload`, `--page-size` or `--threads` replaced the preset's cells.
+    #[arg(skip)]
+    pub custom: bool,
+}
+
+impl Options {
+    /// Checks the options and makes the cells; no strategy named means all.
+    pub fn prepare(&mut self) -> Result<()> {
+        self.custom =
+            !self.workloads.is_empty() || !self.page_sizes.is_empty() || !self.threads.is_empty();
+        self.cells = cells(
+            self.matrix,
+            &self.workloads,
+            &self.page_sizes,
+            &self.threads,
+        );
+        if self.cells.iter().any(|c| c.threads == 0) {
+            bail!("--threads must be at least 1");
+        }
+        if self.runs == 0 {
+            bail!("--runs must be at least 1");
+        }
+        if self.doublewrite_batch == 0 || self.checkpoint_pages == 0 {
+            bail!("--doublewrite-batch and --checkpoint-pages must be at least 1");
+        }
+        if self.strategies.is_empty() {
+            self.strategies = Strategy::ALL.to_vec();
+        }
+        Ok(())
+    }
+}
+
+/// A page size such as `16KiB`: a power of two from 512 bytes to 1 MiB.
+fn parse_page_size(s: &str) -> std::result::Result<usize, String> {
+    let bytes = crate::exercise::parse_size(s)?;
+    if !(512..=1 << 20).contains(&bytes) || !bytes.is_power_of_two() {
+        return Err(format!("{s}: a power of two from 512 B to 1 MiB"));
+    }
+    Ok(bytes as usize)
 }
 
 /// Everything the benchmark found, as `results.json` holds it.
@@ -354,16 +436,13 @@ const ALIGNMENT: u64 = 64 * KIB as u64;
 
 /// Runs the benchmark.
 pub fn run(options: &Options) -> Result<Results> {
-    if options.runs == 0 {
-        bail!("--runs must be at least 1");
-    }
     let _untorn_module = check::load_untorn(&options.modules)?;
     let (disk, _device_owner) = open_device(options)?;
     let environment = environment(&disk, &options.device)?;
     // Skipped strategies count as done at once.
     let total =
         options.lowers.len() * options.cells.len() * options.strategies.len() * (options.runs + 1);
-    let mut progress = Progress::new(options.progress, total as u64);
+    let mut progress = Progress::new(!options.json, total as u64, "bench", "runs");
     let mut lowers = Vec::new();
     let mut results = Vec::new();
     for &fs_type in &options.lowers {
@@ -390,7 +469,7 @@ pub fn run(options: &Options) -> Result<Results> {
     Ok(Results {
         environment,
         settings: Settings {
-            matrix: options.matrix,
+            matrix: (!options.custom).then_some(options.matrix),
             strategies: options.strategies.clone(),
             runs: options.runs,
             run_seconds: options.run_time.as_secs_f64(),
@@ -617,7 +696,7 @@ impl Bench {
             // Round 0 is the warm-up.
             for row in rows.iter_mut() {
                 if row.skipped.is_some() || row.error.is_some() {
-                    progress.step(self.fs_type, row.strategy, cell, round, None);
+                    step(progress, self.fs_type, row.strategy, cell, round, None);
                     continue;
                 }
                 let duration = if round == 0 {
@@ -635,7 +714,14 @@ impl Bench {
                     }
                     Err(e) => row.error = Some(format!("{e:#}")),
                 }
-                progress.step(self.fs_type, row.strategy, cell, round, row.runs.last());
+                step(
+                    progress,
+                    self.fs_type,
+                    row.strategy,
+                    cell,
+                    round,
+                    row.runs.last(),
+                );
             }
         }
         let mut results = Vec::new();
@@ -929,44 +1015,17 @@ fn environment(disk: &Path, choice: &DeviceChoice) -> Result<Environment> {
     })
 }
 
-/// Shows where the benchmark is: a bar on a terminal, else a line now and then on stderr.
-struct Progress {
-    bar: Option<indicatif::ProgressBar>,
-    total: u64,
-    done: u64,
-    last_line: Instant,
-}
-
-impl Progress {
-    fn new(wanted: bool, total: u64) -> Self {
-        let bar = (wanted && std::io::stderr().is_terminal()).then(|| {
-            let bar = indicatif::ProgressBar::new(total);
-            let style = indicatif::ProgressStyle::with_template(
-                "{elapsed_precise} [{bar:40}] {pos}/{len} {msg}",
-            )
-            .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar());
-            bar.set_style(style);
-            bar
-        });
-        Self {
-            bar,
-            total,
-            done: 0,
-            last_line: Instant::now(),
-        }
-    }
-
-    /// A run is done (round 0: the warm-up).
-    fn step(
-        &mut self,
-        fs: FsType,
-        strategy: Strategy,
-        cell: Cell,
-        round: usize,
-        last: Option<&Figures>,
-    ) {
-        self.done += 1;
-        let msg = format!(
+/// A step per run (warm-up included; a skipped strategy's runs count at once).
+fn step(
+    progress: &mut Progress,
+    fs: FsType,
+    strategy: Strategy,
+    cell: Cell,
+    round: usize,
+    last: Option<&Figures>,
+) {
+    progress.step(|| {
+        format!(
             "{} {} {} {}t {} {}: {}",
             fs.name(),
             cell.workload.name(),
@@ -982,26 +1041,8 @@ impl Progress {
                 Some(f) if round > 0 => format!("{:.0} IOPS", f.iops),
                 _ => "-".to_string(),
             }
-        );
-        match &self.bar {
-            Some(bar) => {
-                bar.set_position(self.done);
-                bar.set_message(msg);
-            }
-            None if self.last_line.elapsed() >= Duration::from_secs(20) || self.done == 1 => {
-                eprintln!("bench: {}/{} {msg}", self.done, self.total);
-                let _ = std::io::stderr().flush();
-                self.last_line = Instant::now();
-            }
-            None => {}
-        }
-    }
-
-    fn finish(&self) {
-        if let Some(bar) = &self.bar {
-            bar.finish_and_clear();
-        }
-    }
+        )
+    });
 }
 
 #[cfg(test)]

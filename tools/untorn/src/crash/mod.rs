@@ -20,6 +20,7 @@ pub mod model;
 use crate::{
     check::{self, tornblk::TornDev},
     guest::{self, FsType, LoadedModule},
+    progress::Progress,
     sys,
 };
 use anyhow::{bail, ensure, Context, Result};
@@ -28,7 +29,7 @@ use serde::Serialize;
 use std::{
     collections::BTreeMap,
     fs::{self, File, OpenOptions},
-    io::{self, IoSlice, IsTerminal},
+    io::{self, IoSlice},
     path::{Path, PathBuf},
     sync::atomic::{AtomicBool, Ordering},
     time::{Duration, Instant},
@@ -374,7 +375,7 @@ pub fn run(options: &Options) -> Result<Report> {
         }
     }
     let total: u64 = plan.iter().map(|p| p.2).sum();
-    let mut progress = Progress::new(options.progress, total);
+    let mut progress = Progress::new(options.progress, total, "crash", "cuts");
     let mut rows = Vec::new();
     for (i, &(lower, mode, cuts)) in plan.iter().enumerate() {
         let seed = untorn_logic::rng::hash(options.seed, i as u64, 0, 0xc7a5);
@@ -389,62 +390,27 @@ pub fn run(options: &Options) -> Result<Report> {
         progress.finish_row(&row);
         rows.push(row);
     }
-    progress.done();
+    progress.finish();
     Ok(Report::new(options.seed, rows))
 }
 
-/// Shows where the campaign is: a bar on a terminal, else a line now and then on stderr.
-struct Progress {
-    bar: Option<indicatif::ProgressBar>,
-    total: u64,
-    done: u64,
-    last_line: Instant,
-}
-
+/// The campaign's progress: a step per cut, a line per finished row.
 impl Progress {
-    fn new(terminal: bool, total: u64) -> Self {
-        let bar = (terminal && io::stderr().is_terminal()).then(|| {
-            let bar = indicatif::ProgressBar::new(total);
-            let style = indicatif::ProgressStyle::with_template(
-                "{elapsed_precise} [{bar:40}] {pos}/{len} cuts {msg}",
-            )
-            .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar());
-            bar.set_style(style);
-            bar
-        });
-        Self {
-            bar,
-            total,
-            done: 0,
-            last_line: Instant::now(),
-        }
-    }
-
     fn cut(&mut self, row: &Row) {
-        self.done += 1;
-        let msg = format!(
-            "{} {}: {} cuts, {} torn, {} lost",
-            row.lower.name(),
-            row.mode.name(),
-            row.cuts,
-            row.tally.torn,
-            row.tally.lost + row.tally.files_lost
-        );
-        match &self.bar {
-            Some(bar) => {
-                bar.set_position(self.done);
-                bar.set_message(msg);
-            }
-            None if self.last_line.elapsed() >= Duration::from_secs(30) => {
-                eprintln!("crash: {}/{} cuts; {msg}", self.done, self.total);
-                self.last_line = Instant::now();
-            }
-            None => {}
-        }
+        self.step(|| {
+            format!(
+                "{} {}: {} cuts, {} torn, {} lost",
+                row.lower.name(),
+                row.mode.name(),
+                row.cuts,
+                row.tally.torn,
+                row.tally.lost + row.tally.files_lost
+            )
+        });
     }
 
     fn finish_row(&mut self, row: &Row) {
-        let line = format!(
+        self.println(format!(
             "crash: {} {} done: {} cuts, {} torn, {} lost, {:.1}s per cut: {}",
             row.lower.name(),
             row.mode.name(),
@@ -453,17 +419,7 @@ impl Progress {
             row.tally.lost + row.tally.files_lost,
             row.seconds / row.cuts.max(1) as f64,
             verdict(row)
-        );
-        match &self.bar {
-            Some(bar) => bar.println(line),
-            None => eprintln!("{line}"),
-        }
-    }
-
-    fn done(&self) {
-        if let Some(bar) = &self.bar {
-            bar.finish_and_clear();
-        }
+        ));
     }
 }
 
