@@ -322,17 +322,25 @@ bool untorn_helper_bounce_still_mapped(unsigned long addr, struct page **pages,
 				       unsigned int npages)
 {
 	struct page *now[UNTORN_BOUNCE_CACHE_PAGES];
-	bool same;
-	int pinned;
+	unsigned int done = 0;
 
-	if (!npages || npages > ARRAY_SIZE(now))
+	if (!npages)
 		return false;
-	pinned = pin_user_pages_fast(addr, npages, FOLL_WRITE, now);
-	if (pinned <= 0)
-		return false;
-	same = pinned == npages && !memcmp(now, pages, npages * sizeof(*now));
-	unpin_user_pages(now, pinned);
-	return same;
+	/* In pieces of at most ARRAY_SIZE(now) pages: a bounce has up to 1 MiB. */
+	while (done < npages) {
+		unsigned int n = min_t(unsigned int, npages - done, ARRAY_SIZE(now));
+		int pinned = pin_user_pages_fast(addr + done * PAGE_SIZE, n, FOLL_WRITE, now);
+		bool same;
+
+		if (pinned <= 0)
+			return false;
+		same = pinned == n && !memcmp(now, pages + done, n * sizeof(*now));
+		unpin_user_pages(now, pinned);
+		if (!same)
+			return false;
+		done += n;
+	}
+	return true;
 }
 
 /* Releases of bounce buffers of other address spaces, which only a kthread can enter. */

@@ -7,8 +7,14 @@
 //! `generic_atomic_write_valid()`), never from kernel memory. So the user's data is copied,
 //! all or nothing, into memory that untorn maps into the writer's address space and pins; the
 //! lower then writes from there, and the same bytes are copied into the page cache once the
-//! device has them. The user cannot change them under the I/O (as it could its own buffer), so
-//! the device and the page cache get the same data.
+//! device has them. The user's own buffer could change under the I/O; the bounce is changed
+//! only by a thread that deliberately writes into it, so the device and the page cache get the
+//! same data.
+//!
+//! A mount keeps idle bounces per address space ([`BounceCache`]) for the next write: mapping
+//! one per write cost more than the write (`Documentation/filesystems/untorn.rst`, "The bounce
+//! cache"). A bounce is unmapped only while it still maps our own pinned pages, so memory the
+//! user put in its place is never touched.
 
 use kernel::{
     alloc::{flags::GFP_KERNEL, KBox, KVec},
@@ -138,11 +144,14 @@ impl Drop for Mapping {
             }
             // Out of memory: leave the range mapped (ordinary memory of that process now).
         }
+        // Checked while our pins still hold the pages, so that a page of the user's that took
+        // the place of ours cannot look like ours.
+        let unmap = self.mapped && alive && self.still_mapped();
         // SAFETY: Our pinned pages; the range is unmapped only if it is still our mapping in
         // the current address space (a dead one took it with it); our reference to `mm`.
         unsafe {
             bindings::unpin_user_pages(self.pages.as_mut_ptr(), npages);
-            if self.mapped && alive && self.is_current() {
+            if unmap {
                 bindings::vm_munmap(self.addr, self.len);
             }
             ext::untorn_helper_mmdrop(self.mm);

@@ -1998,6 +1998,7 @@ fn two_writers(write: &(dyn Fn(u64, u64) -> Result<()> + Sync)) -> Result<[u64; 
 /// - after the child unmaps that bounce itself, its next write still succeeds (a new bounce);
 /// - after the child maps its own memory over the cached bounce (`MAP_FIXED`, filled with
 ///   0xEE), its next write still writes its data, not 0xEE, and leaves that memory alone;
+/// - a bounce too large to cache (128 KiB, on a lower that allows it) is unmapped at once;
 /// - at unmount, the bounce still cached in the (living) child is unmapped from its address
 ///   space, by a worker, while the child's own mapping stays.
 ///
@@ -2125,6 +2126,25 @@ fn bounce_cache(stack: &mut Stack) -> Result<()> {
                 got.first().copied().unwrap_or(0)
             );
         }
+    }
+
+    // A bounce too large for the cache (128 KiB, where the lower allows it) is unmapped at
+    // once: the child's mappings are as before the write.
+    if limits.unit_max() >= 128 * 1024 {
+        let file = open_rw(&path, false)?;
+        let mut large = ScriptedChild::spawn(&file, 128 * 1024)?;
+        drop(file);
+        let before = sys::mappings(large.pid())?;
+        large
+            .call(ChildOp::AtomicWrite { offset: 0, byte: 4 })
+            .map_err(|e| anyhow!("the 128 KiB RWF_ATOMIC write: {}", describe(&e)))?;
+        let after = sys::mappings(large.pid())?;
+        ensure!(
+            after == before,
+            "a 128 KiB untorn write left the child's mappings changed: {} before, {} after",
+            before.len(),
+            after.len()
+        );
     }
 
     // The child lives on, its file closed; the mount goes.
