@@ -537,10 +537,7 @@ impl Bench {
         fs::create_dir(&lower_dir)?;
         let upper = Mounted::mount("untorn", guest::path_str(&lower_dir)?, "")
             .context("cannot mount untorn")?;
-        let disk_name = disk
-            .file_name()
-            .map(|n| n.to_string_lossy().into_owned())
-            .with_context(|| format!("not a device path: {}", disk.display()))?;
+        let disk_name = disk_name(disk)?;
         let bench = Self {
             fs_type,
             disk_name,
@@ -912,6 +909,13 @@ fn figures(
     (figures, writes.into_samples())
 }
 
+/// The disk's name under `/sys/block` (`/dev/sda`: `sda`).
+fn disk_name(disk: &Path) -> Result<String> {
+    disk.file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .with_context(|| format!("not a device path: {}", disk.display()))
+}
+
 /// `4 KiB`, `1 MiB`.
 pub fn size_name(bytes: usize) -> String {
     if bytes >= 1 << 20 && bytes % (1 << 20) == 0 {
@@ -924,10 +928,7 @@ pub fn size_name(bytes: usize) -> String {
 }
 
 fn environment(disk: &Path, choice: &DeviceChoice) -> Result<Environment> {
-    let name = disk
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default();
+    let name = disk_name(disk)?;
     let sys_block = Path::new("/sys/block").join(&name);
     let read = |rel: &str| -> Option<String> {
         fs::read_to_string(sys_block.join(rel))

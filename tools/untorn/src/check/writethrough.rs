@@ -2006,13 +2006,7 @@ fn two_writers(write: &(dyn Fn(u64, u64) -> Result<()> + Sync)) -> Result<[u64; 
 /// with `EFAULT` and the one after `MAP_FIXED` would write 0xEE; without the release at unmount,
 /// the bounce would stay in the child.
 fn bounce_cache(stack: &mut Stack) -> Result<()> {
-    let AtomicFile {
-        up: _,
-        low,
-        path: _,
-        file: _,
-        limits,
-    } = atomic_file(stack, "bounce")?;
+    let AtomicFile { low, limits, .. } = atomic_file(stack, "bounce")?;
     let unit = page_unit(&limits);
     let mut own = Mounted::mount(UNTORN, guest::path_str(stack.lower_dir())?, "")?;
     let path = own.path().join("bounce").join("f");
