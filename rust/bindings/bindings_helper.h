@@ -34,6 +34,12 @@ const blk_features_t UNTORN_BLK_FEAT_WRITE_CACHE = BLK_FEAT_WRITE_CACHE;
 const blk_features_t UNTORN_BLK_FEAT_FUA = BLK_FEAT_FUA;
 const blk_features_t UNTORN_BLK_FEAT_ATOMIC_WRITES = BLK_FEAT_ATOMIC_WRITES;
 
+/* Opening and writing a block device as its user (rust/kernel_ext/bio.rs). */
+const blk_opf_t UNTORN_REQ_SYNC = REQ_SYNC;
+const blk_mode_t UNTORN_BLK_OPEN_READ = BLK_OPEN_READ;
+const blk_mode_t UNTORN_BLK_OPEN_WRITE = BLK_OPEN_WRITE;
+const blk_mode_t UNTORN_BLK_OPEN_RESTRICT_WRITES = BLK_OPEN_RESTRICT_WRITES;
+
 /* The uapi header, so that a KUnit test can check lib/untorn_logic/src/uapi.rs against it. */
 #include "include/uapi/linux/untorn.h"
 
@@ -43,6 +49,7 @@ const unsigned long UNTORN_HDR_MODE_SIZE = sizeof(struct untorn_mode);
 
 /* Flags that are macros with casts or BIT(). */
 const unsigned long UNTORN_SB_RDONLY = SB_RDONLY;
+const unsigned long UNTORN_SB_KERNMOUNT = SB_KERNMOUNT;
 const unsigned long UNTORN_SB_POSIXACL = SB_POSIXACL;
 const unsigned long UNTORN_SB_NOSEC = SB_NOSEC;
 const unsigned int UNTORN_FMODE_WRITE = (__force unsigned int)FMODE_WRITE;

@@ -67,6 +67,18 @@ void untorn_helper_kstatfs_set_type(struct kstatfs *buf, long type)
 	buf->f_type = type;
 }
 
+void untorn_helper_kstatfs_set_space(struct kstatfs *buf, u64 bsize, u64 blocks, u64 bfree,
+				     u64 files, u64 ffree)
+{
+	buf->f_bsize = bsize;
+	buf->f_frsize = bsize;
+	buf->f_blocks = blocks;
+	buf->f_bfree = bfree;
+	buf->f_bavail = bfree;
+	buf->f_files = files;
+	buf->f_ffree = ffree;
+}
+
 loff_t untorn_helper_i_size_read(const struct inode *inode)
 {
 	return i_size_read(inode);
@@ -616,6 +628,42 @@ unsigned int untorn_helper_memalloc_noio_save(void)
 void untorn_helper_memalloc_noio_restore(unsigned int flags)
 {
 	memalloc_noio_restore(flags);
+}
+
+struct bio *untorn_helper_bio_alloc(struct block_device *bdev, unsigned short nr_vecs,
+				    blk_opf_t opf)
+{
+	return bio_alloc(bdev, nr_vecs, opf, GFP_NOIO);
+}
+
+loff_t untorn_helper_bdev_nr_bytes(struct block_device *bdev)
+{
+	return bdev_nr_bytes(bdev);
+}
+
+unsigned int untorn_helper_bdev_logical_block_size(struct block_device *bdev)
+{
+	return bdev_logical_block_size(bdev);
+}
+
+/* The atomic write limits that the block layer enforces for bios to bdev, zero if none. */
+void untorn_helper_bdev_atomic_limits(struct block_device *bdev, unsigned int *unit_min,
+				      unsigned int *unit_max, unsigned int *max,
+				      unsigned int *boundary)
+{
+	struct request_queue *q = bdev_get_queue(bdev);
+
+	*unit_min = bdev_atomic_write_unit_min_bytes(bdev);
+	*unit_max = *unit_min ? bdev_atomic_write_unit_max_bytes(bdev) : 0;
+	*max = *unit_min ? queue_atomic_write_max_bytes(q) : 0;
+	*boundary = *unit_min ? queue_atomic_write_boundary_bytes(q) : 0;
+}
+
+void untorn_helper_inode_set_immutable(struct inode *inode)
+{
+	inode_lock(inode);
+	inode_set_flags(inode, S_IMMUTABLE, S_IMMUTABLE);
+	inode_unlock(inode);
 }
 
 /*

@@ -59,6 +59,8 @@ const struct cred *untorn_helper_current_cred(void);
 bool untorn_helper_is_idmapped_mnt(struct vfsmount *mnt);
 int untorn_helper_super_setup_bdi(struct super_block *sb);
 void untorn_helper_kstatfs_set_type(struct kstatfs *buf, long type);
+void untorn_helper_kstatfs_set_space(struct kstatfs *buf, u64 bsize, u64 blocks, u64 bfree,
+				     u64 files, u64 ffree);
 
 loff_t untorn_helper_i_size_read(const struct inode *inode);
 void untorn_helper_i_size_write(struct inode *inode, loff_t size);
@@ -158,5 +160,16 @@ size_t untorn_helper_rq_copy_to_buf(struct request *rq, void *buf, size_t len);
 size_t untorn_helper_rq_copy_from_buf(struct request *rq, const void *buf, size_t len);
 unsigned int untorn_helper_memalloc_noio_save(void);
 void untorn_helper_memalloc_noio_restore(unsigned int flags);
+/* A block device as a user of it: raw mode (rust/kernel_ext/bio.rs). */
+int untorn_fill_super_raw(struct super_block *sb, const char *source, int writethrough,
+			  bool silent);
+struct bio *untorn_helper_bio_alloc(struct block_device *bdev, unsigned short nr_vecs,
+				    blk_opf_t opf);
+loff_t untorn_helper_bdev_nr_bytes(struct block_device *bdev);
+unsigned int untorn_helper_bdev_logical_block_size(struct block_device *bdev);
+void untorn_helper_bdev_atomic_limits(struct block_device *bdev, unsigned int *unit_min,
+				      unsigned int *unit_max, unsigned int *max,
+				      unsigned int *boundary);
+void untorn_helper_inode_set_immutable(struct inode *inode);
 
 #endif /* UNTORN_RUST_HELPERS_H */

@@ -41,70 +41,7 @@ use super::bindings as ext;
 /// The largest logical block size a disk may have (the page size).
 pub const MAX_LOGICAL_BLOCK_SIZE: u32 = bindings::PAGE_SIZE as u32;
 
-/// Atomic write limits of a disk, in bytes, as a device reports them (the `hw` limits of
-/// `struct queue_limits`; the block layer derives what sysfs shows from them).
-///
-/// # Invariants
-///
-/// `unit_min` and `unit_max` are powers of two with `logical block size <= unit_min <= unit_max
-/// <= max`, `max` is a multiple of the logical block size, and `boundary` is 0 or a power of two
-/// of at least `max`: what `blk_validate_atomic_write_limits()` accepts without a warning.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct AtomicLimits {
-    unit_min: u32,
-    unit_max: u32,
-    max: u32,
-    boundary: u32,
-}
-
-impl AtomicLimits {
-    /// Returns the limits if they are valid for a disk of `logical_block_size`, else `EINVAL`.
-    pub fn new(
-        logical_block_size: u32,
-        unit_min: u32,
-        unit_max: u32,
-        max: u32,
-        boundary: u32,
-    ) -> Result<Self> {
-        let valid = logical_block_size.is_power_of_two()
-            && unit_min.is_power_of_two()
-            && unit_max.is_power_of_two()
-            && logical_block_size <= unit_min
-            && unit_min <= unit_max
-            && unit_max <= max
-            && max % logical_block_size == 0
-            && (boundary == 0 || (boundary.is_power_of_two() && boundary >= max));
-        if !valid {
-            return Err(EINVAL);
-        }
-        Ok(Self {
-            unit_min,
-            unit_max,
-            max,
-            boundary,
-        })
-    }
-
-    /// The smallest atomic write.
-    pub fn unit_min(&self) -> u32 {
-        self.unit_min
-    }
-
-    /// The largest atomic write of one unit.
-    pub fn unit_max(&self) -> u32 {
-        self.unit_max
-    }
-
-    /// The largest atomic write.
-    pub fn max(&self) -> u32 {
-        self.max
-    }
-
-    /// The boundary an atomic write may not cross (0: none).
-    pub fn boundary(&self) -> u32 {
-        self.boundary
-    }
-}
+pub use super::atomic_limits::AtomicLimits;
 
 /// The shape of a disk.
 #[derive(Clone, Copy, Debug)]
@@ -134,10 +71,10 @@ impl DiskConfig {
             // Revalidate against this block size: the limits may have been made for another.
             AtomicLimits::new(
                 lbs,
-                atomic.unit_min,
-                atomic.unit_max,
-                atomic.max,
-                atomic.boundary,
+                atomic.unit_min(),
+                atomic.unit_max(),
+                atomic.max(),
+                atomic.boundary(),
             )?;
         }
         Ok(())
@@ -375,10 +312,10 @@ impl<T: Driver> Disk<T> {
         }
         if let Some(atomic) = &config.atomic {
             lim.features |= ext::UNTORN_BLK_FEAT_ATOMIC_WRITES;
-            lim.atomic_write_hw_unit_min = atomic.unit_min;
-            lim.atomic_write_hw_unit_max = atomic.unit_max;
-            lim.atomic_write_hw_max = atomic.max;
-            lim.atomic_write_hw_boundary = atomic.boundary;
+            lim.atomic_write_hw_unit_min = atomic.unit_min();
+            lim.atomic_write_hw_unit_max = atomic.unit_max();
+            lim.atomic_write_hw_max = atomic.max();
+            lim.atomic_write_hw_boundary = atomic.boundary();
         }
 
         let queuedata = Arc::as_ptr(&driver).cast_mut().cast::<c_void>();

@@ -317,6 +317,11 @@ impl<'a> UserBounce<'a> {
         self.mapping.len
     }
 
+    /// The pinned pages, in order, for bios (`super::bio`); pinned while `self` lives.
+    pub(super) fn pages(&self) -> &[*mut bindings::page] {
+        &self.mapping.pages
+    }
+
     /// Copies the whole buffer's length from `iter`, all or nothing: on a fault part way the
     /// iterator is restored and the error is `EFAULT`.
     pub fn fill_from(&mut self, iter: &mut UserIter) -> Result {

@@ -10,7 +10,9 @@
 //! pub mod kernel_ext;
 //! ```
 
+pub mod atomic_limits;
 pub mod bindings;
+pub mod bio;
 pub mod bounce;
 pub mod cred;
 pub mod folio;

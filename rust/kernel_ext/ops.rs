@@ -26,7 +26,7 @@ use super::{
     lower::Acl,
     vfs::{
         free_sb_info, Dentry, DirContext, Inode, InodeAlloc, LowerDentry, LowerFile, LowerInode,
-        NewSuperBlock, StackedInodeState, SuperBlock,
+        NewSuperBlock, PrivateMount, StackedInodeState, SuperBlock,
     },
 };
 
@@ -222,6 +222,13 @@ impl Statfs {
     pub fn fill_from(&mut self, path: &super::vfs::LowerPath) -> Result {
         // SAFETY: `self.0` is the VFS's buffer; `path` is referenced.
         kernel::error::to_result(unsafe { bindings::vfs_statfs(path.as_raw(), self.0) })
+    }
+
+    /// Sets the block size, the blocks in all and free (also as available), and the files in
+    /// all and free.
+    pub fn set_space(&mut self, bsize: u64, blocks: u64, bfree: u64, files: u64, ffree: u64) {
+        // SAFETY: `self.0` is the VFS's buffer (`kstatfs` is opaque to Rust).
+        unsafe { ext::untorn_helper_kstatfs_set_space(self.0, bsize, blocks, bfree, files, ffree) };
     }
 
     /// Sets `f_type`.
@@ -1585,17 +1592,61 @@ pub unsafe fn fill_super<T: StackedFs>(
     magic: u64,
     data: T::SbData,
 ) -> Result<&'static SuperBlock<T>> {
+    let params = super::vfs::SuperParams {
+        magic,
+        max_bytes: None,
+        own_mount: None,
+    };
     // SAFETY: Per the contract.
-    let (new, lower) = unsafe { (NewSuperBlock::<T>::from_raw(sb), &*lower) };
+    unsafe { fill_super_with(sb, &*lower, params, data) }
+}
+
+/// The `fill_super` of a stacked filesystem over the root of `mnt`, a mount of its own (such as
+/// [`PrivateMount::tmpfs_with_one_file`]), which the super block takes over; files end at
+/// `max_bytes` (`s_maxbytes`).
+///
+/// # Safety
+///
+/// `sb` is a new super block of type `T` being filled.
+pub(crate) unsafe fn fill_super_over<T: StackedFs>(
+    sb: *mut bindings::super_block,
+    mnt: PrivateMount,
+    magic: u64,
+    max_bytes: i64,
+    data: T::SbData,
+) -> Result<&'static SuperBlock<T>> {
+    let root = mnt.root();
+    let params = super::vfs::SuperParams {
+        magic,
+        max_bytes: Some(max_bytes),
+        own_mount: Some(mnt),
+    };
+    // SAFETY: Per the contract; `root` stays valid after `mnt` moves into the super block,
+    // which keeps the mount.
+    unsafe { fill_super_with(sb, &root, params, data) }
+}
+
+/// # Safety
+///
+/// `sb` is a new super block of type `T` being filled; `lower` is a path that stays valid for
+/// the call.
+unsafe fn fill_super_with<T: StackedFs>(
+    sb: *mut bindings::super_block,
+    lower: &bindings::path,
+    params: super::vfs::SuperParams,
+    data: T::SbData,
+) -> Result<&'static SuperBlock<T>> {
+    // SAFETY: Per the contract.
+    let new = unsafe { NewSuperBlock::<T>::from_raw(sb) };
     let sb = new.fill(
         lower,
-        super::vfs::SuperParams { magic },
+        params,
         data,
         &Tables::<T>::SUPER,
         &Tables::<T>::DENTRY,
         &Tables::<T>::XATTR_HANDLERS,
     )?;
-    // SAFETY: The lower root dentry is referenced by `lower`; we take our own reference.
+    // SAFETY: The lower root dentry is valid (per the contract); we take our own reference.
     let lower_root = unsafe {
         ext::untorn_helper_dget(lower.dentry);
         LowerDentry::from_owned(lower.dentry)

@@ -55,6 +55,61 @@ impl PrivateMount {
         // INVARIANT: `clone_private_mount` returned a new reference.
         NonNull::new(mnt).map(Self).ok_or(EINVAL)
     }
+
+    /// A new tmpfs instance of our own, in no namespace, holding one empty regular file `name`
+    /// of `size` bytes (sparse), mode 0600, owned by the current task's fsuid, in a root
+    /// directory (mode 0755) that is immutable: no name can be added, removed or renamed.
+    /// The namespace of a filesystem that shows one file (untorn's raw mode).
+    pub(crate) fn tmpfs_with_one_file(name: &CStr, size: i64) -> Result<Self> {
+        // SAFETY: A NUL-terminated name; the type is returned with a module reference.
+        let fs_type = unsafe { bindings::get_fs_type(c"tmpfs".as_char_ptr()) };
+        if fs_type.is_null() {
+            return Err(ENODEV);
+        }
+        // The parser cuts the option string in place: it must be writable.
+        let mut options = *b"mode=0755\0";
+        // SAFETY: `fs_type` is a registered type; the name and the option string are
+        // NUL-terminated and outlive the call (tmpfs copies what it keeps).
+        let mnt = unsafe {
+            bindings::vfs_kern_mount(
+                fs_type,
+                ext::UNTORN_SB_KERNMOUNT as i32,
+                c"untorn".as_char_ptr(),
+                options.as_mut_ptr().cast(),
+            )
+        };
+        // SAFETY: Gives back the reference of `get_fs_type()`, as `put_filesystem()` does (not
+        // exported); the mount holds its own.
+        unsafe { bindings::module_put((*fs_type).owner) };
+        let mnt = from_err_ptr(mnt)?;
+        // INVARIANT: A new mount that we own; `kern_unmount()` is how an internal mount is
+        // given back.
+        let this = Self(NonNull::new(mnt).ok_or(EINVAL)?);
+        let root = this.root();
+        let flags = bindings::O_CREAT | bindings::O_EXCL | bindings::O_RDWR | bindings::O_LARGEFILE;
+        // SAFETY: `root` is a path of our live mount; the name is NUL-terminated.
+        let file = from_err_ptr(unsafe {
+            bindings::file_open_root(&root, name.as_char_ptr(), flags as i32, 0o600)
+        })?;
+        // SAFETY: `file` is the new file; `vfs_truncate()` takes its path by reference.
+        let truncated =
+            to_result(unsafe { bindings::vfs_truncate(&(*file).__bindgen_anon_1.f_path, size) });
+        // SAFETY: Our reference from `file_open_root()`.
+        unsafe { bindings::fput(file) };
+        truncated?;
+        // SAFETY: The root dentry of a live mount has an inode.
+        unsafe { ext::untorn_helper_inode_set_immutable((*root.dentry).d_inode) };
+        Ok(this)
+    }
+
+    /// The path of the mount's root, borrowed from it (no references taken).
+    pub(crate) fn root(&self) -> bindings::path {
+        bindings::path {
+            mnt: self.0.as_ptr(),
+            // SAFETY: A live mount's root never changes.
+            dentry: unsafe { (*self.0.as_ptr()).mnt_root },
+        }
+    }
 }
 
 impl Drop for PrivateMount {
@@ -136,9 +191,14 @@ impl<T: StackedFs> SuperBlock<T> {
 pub struct NewSuperBlock<T: StackedFs>(*mut bindings::super_block, PhantomData<T>);
 
 /// What a new super block takes from its lower root.
-pub struct SuperParams {
+pub(crate) struct SuperParams {
     /// `s_magic`.
-    pub magic: u64,
+    pub(crate) magic: u64,
+    /// `s_maxbytes`, if not the lower's.
+    pub(crate) max_bytes: Option<i64>,
+    /// The mount of the lower root to keep, if the super block has one of its own; else a
+    /// private clone of the lower root's mount is made.
+    pub(crate) own_mount: Option<PrivateMount>,
 }
 
 impl<T: StackedFs> NewSuperBlock<T> {
@@ -149,7 +209,8 @@ impl<T: StackedFs> NewSuperBlock<T> {
         Self(sb, PhantomData)
     }
 
-    /// Sets the super block up over `lower_root` and returns its root inode's lower dentry
+    /// Sets the super block up over `lower_root`, through a private clone of its mount or,
+    /// if given, through `params.own_mount` (whose root `lower_root` is), and returns its root inode's lower dentry
     /// reference for the root dentry. On error the super block is left for `kill_sb` to free.
     pub(crate) fn fill(
         self,
@@ -175,7 +236,10 @@ impl<T: StackedFs> NewSuperBlock<T> {
             pr_err!("untorn: idmapped lower mounts are not supported\n");
             return Err(EINVAL);
         }
-        let lower_mnt = PrivateMount::clone_from(lower_root)?;
+        let lower_mnt = match params.own_mount {
+            Some(mnt) => mnt,
+            None => PrivateMount::clone_from(lower_root)?,
+        };
         let info = KBox::new(
             SbInfo::<T> {
                 lower_mnt,
@@ -189,7 +253,7 @@ impl<T: StackedFs> NewSuperBlock<T> {
         unsafe {
             (*sb).s_fs_info = KBox::into_raw(info).cast();
             (*sb).s_stack_depth = lower_depth + 1;
-            (*sb).s_maxbytes = (*lower_sb).s_maxbytes;
+            (*sb).s_maxbytes = params.max_bytes.unwrap_or((*lower_sb).s_maxbytes);
             (*sb).s_blocksize = (*lower_sb).s_blocksize;
             (*sb).s_blocksize_bits = (*lower_sb).s_blocksize_bits;
             (*sb).s_time_gran = (*lower_sb).s_time_gran;
@@ -235,7 +299,7 @@ pub(crate) unsafe fn free_sb_info<T: StackedFs>(sb: *mut bindings::super_block) 
     }
 }
 
-use kernel::{alloc::KBox, prelude::*};
+use kernel::{alloc::KBox, prelude::*, str::CStrExt};
 
 /// An inode of the lower filesystem.
 ///
@@ -868,7 +932,7 @@ impl LowerFile {
     /// one else sees the bytes before they are complete.
     pub fn read_folio(
         &self,
-        folio: &impl FolioLock,
+        folio: &(impl FolioLock + ?Sized),
         offset: usize,
         len: usize,
         pos: i64,

@@ -19,6 +19,7 @@ mod device;
 /// part, which is all this module needs.
 #[path = "../../../rust/kernel_ext"]
 pub mod kernel_ext {
+    pub mod atomic_limits;
     pub mod bindings;
     pub mod block;
 }
