@@ -55,6 +55,17 @@ pub(crate) struct Counters {
     /// Bounce buffers of untorn writes taken from the mount's cache, and newly mapped.
     pub(crate) bounce_reused: AtomicU64,
     pub(crate) bounce_mapped: AtomicU64,
+    /// Raw mode: device reads and writes untorn submitted (a plain write may take several
+    /// bios), their bytes, and those that failed.
+    pub(crate) device_reads: AtomicU64,
+    pub(crate) device_read_bytes: AtomicU64,
+    pub(crate) device_writes: AtomicU64,
+    pub(crate) device_write_bytes: AtomicU64,
+    pub(crate) device_errors: AtomicU64,
+    /// Raw mode: device writes that were one `REQ_ATOMIC` bio (also in `device_writes`).
+    pub(crate) device_atomic_writes: AtomicU64,
+    /// Raw mode: cache flushes (`REQ_PREFLUSH`) sent to the device.
+    pub(crate) device_flushes: AtomicU64,
 }
 
 impl Counters {
@@ -111,6 +122,13 @@ impl fmt::Debug for Counters {
             ("writethrough_overlapped", &self.writethrough_overlapped),
             ("bounce_reused", &self.bounce_reused),
             ("bounce_mapped", &self.bounce_mapped),
+            ("device_reads", &self.device_reads),
+            ("device_read_bytes", &self.device_read_bytes),
+            ("device_writes", &self.device_writes),
+            ("device_write_bytes", &self.device_write_bytes),
+            ("device_errors", &self.device_errors),
+            ("device_atomic_writes", &self.device_atomic_writes),
+            ("device_flushes", &self.device_flushes),
         ];
         for (i, (name, value)) in all.iter().enumerate() {
             let sep = if i == 0 { "" } else { "\n" };

@@ -6,6 +6,7 @@
 use kernel::{bindings, prelude::*};
 
 use crate::{
+    backend::Backend,
     counters::Counters,
     kernel_ext::{
         bindings as ext,
@@ -18,20 +19,20 @@ use crate::{
     writethrough, Untorn,
 };
 
-/// The data file that serves this inode's page cache (opened at open).
-fn data_file(inode: &Inode<Untorn>) -> Result<&LowerFile> {
-    inode.data_file().ok_or(EBADF)
+/// The mount's storage.
+fn backend(inode: &Inode<Untorn>) -> &dyn Backend {
+    inode.super_block().info().data.backend()
 }
 
 pub(crate) fn open(inode: &Inode<Untorn>, file: &UpperFile) -> Result {
     let path = file_lower_path(inode, file)?;
-    inode.open_data_file(&path, file.is_writable())?;
-    let data = data_file(inode)?;
-    if data.can_direct_io() {
+    let backend = backend(inode);
+    let (min, max) = backend.open(inode, &path, file.is_writable())?;
+    if backend.direct_file(inode)?.can_direct_io() {
         // The VFS refuses `O_DIRECT` (at open and by `fcntl`) without this.
         file.set_mode_flags(ext::UNTORN_FMODE_CAN_ODIRECT);
     }
-    mode::refresh_limits(inode, &path, data)?;
+    mode::set_limits(inode, min, max);
     if file.is_writable() && inode.data().limits().is_supported() {
         // The VFS refuses `RWF_ATOMIC` without this (`EOPNOTSUPP`).
         file.set_mode_flags(ext::UNTORN_FMODE_CAN_ATOMIC_WRITE);
@@ -61,14 +62,14 @@ pub(crate) fn read_iter(kiocb: &mut Kiocb<'_, Untorn>, iter: &mut UserIter) -> R
     if !kiocb.is_direct() {
         return read_windows(kiocb, iter);
     }
-    // O_DIRECT: the lower file serves it, after all our dirty folios reached it (not only those
+    // O_DIRECT: storage's file serves it, after all our dirty folios reached it (not only those
     // of the range: the lower's size must be ours, or a read in a hole below our end of file
     // would end early).
     let inode = kiocb.inode();
     inode.write_and_wait(0, i64::MAX)?;
     let counters = inode.super_block().info().data.counters();
     Counters::inc(&counters.direct_reads);
-    let lower = data_file(inode)?;
+    let lower = backend(inode).direct_file(inode)?;
     let read = inode
         .super_block()
         .as_mounter(|| kiocb.lower_direct(lower, iter, false))?;
@@ -113,6 +114,16 @@ fn read_windows(kiocb: &mut Kiocb<'_, Untorn>, iter: &mut UserIter) -> Result<us
 }
 
 pub(crate) fn write_iter(kiocb: &mut Kiocb<'_, Untorn>, iter: &mut UserIter) -> Result<usize> {
+    let result = write_iter_checked(kiocb, iter);
+    match result {
+        // The file is the device: writes end where it ends, with the block device's errno
+        // (the VFS says `EFBIG` at `s_maxbytes`).
+        Err(e) if e == EFBIG && backend(kiocb.inode()).fixed_size() => Err(ENOSPC),
+        other => other,
+    }
+}
+
+fn write_iter_checked(kiocb: &mut Kiocb<'_, Untorn>, iter: &mut UserIter) -> Result<usize> {
     let inode = kiocb.inode();
     if !kiocb.is_direct() {
         let lower_dentry = kiocb.file().dentry::<Untorn>().lower()?;
@@ -158,7 +169,7 @@ fn write_direct(kiocb: &mut Kiocb<'_, Untorn>, iter: &mut UserIter) -> Result<us
         Err(e) if e == EBUSY => return write_direct_fallback(kiocb, iter),
         Err(e) => return Err(e),
     }
-    let lower = data_file(inode)?;
+    let lower = backend(inode).direct_file(inode)?;
     let written = inode
         .super_block()
         .as_mounter(|| kiocb.lower_direct(lower, iter, true))?;
@@ -189,7 +200,7 @@ fn write_direct_fallback(kiocb: &mut Kiocb<'_, Untorn>, iter: &mut UserIter) -> 
     Ok(written)
 }
 
-/// `fsync`: our dirty folios of the range go to the lower file, which is then synced.
+/// `fsync`: our dirty folios of the range go to storage, which is then made durable.
 pub(crate) fn fsync(
     file: &UpperFile,
     inode: &Inode<Untorn>,
@@ -198,10 +209,7 @@ pub(crate) fn fsync(
     datasync: bool,
 ) -> Result {
     file.write_and_wait(start, end)?;
-    let lower = data_file(inode)?;
-    inode
-        .super_block()
-        .as_mounter(|| lower.fsync_range(start, end, datasync))
+    backend(inode).sync_range(inode, start, end, datasync)
 }
 
 /// `fallocate`: our page cache is written back first, so the lower's size and data are ours;
@@ -214,6 +222,10 @@ pub(crate) fn fallocate(
     len: i64,
 ) -> Result {
     let _ = file;
+    if backend(inode).fixed_size() {
+        // A device's blocks are all allocated, and cannot be punched or shifted.
+        return Err(EOPNOTSUPP);
+    }
     inode.with_lock(|| {
         inode.write_and_wait(0, i64::MAX)?;
         let lower = inode.data_file_rw().ok_or(EBADF)?;

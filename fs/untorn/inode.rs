@@ -55,7 +55,11 @@ pub(crate) fn getattr(
     raw.atomic_write_segments_max = 0;
     if let Some(inode) = dentry.inode() {
         if inode.is_regular() && request_mask & bindings::STATX_WRITE_ATOMIC != 0 {
-            let (min, max, max_opt, supported) = lower_atomic;
+            let backend = sb.info().data.backend();
+            let (min, max, max_opt, supported) = match backend.fixed_atomic_limits() {
+                Some((min, max, max_opt)) => (min, max, max_opt, min != 0),
+                None => lower_atomic,
+            };
             let limits = if supported {
                 mode::untorn_limits(min, max)
             } else {
@@ -109,6 +113,13 @@ pub(crate) fn setattr(dentry: &Dentry<Untorn>, attr: &Iattr) -> Result {
         lower_attr.ia_valid &= !bindings::ATTR_MODE;
     }
     let resize = inode.is_regular() && lower_attr.ia_valid & bindings::ATTR_SIZE != 0;
+    if resize
+        && dentry.super_block().info().data.backend().fixed_size()
+        && lower_attr.ia_size != inode.size()
+    {
+        // The file is a device, whose size does not change.
+        return Err(EPERM);
+    }
     let set_times =
         lower_attr.ia_valid & (bindings::ATTR_MTIME_SET | bindings::ATTR_ATIME_SET) != 0;
     if inode.is_regular() && set_times {

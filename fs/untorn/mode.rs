@@ -15,7 +15,7 @@ use crate::{
         lower,
         ops::{InValue, OutBuffer, UpperFile},
         publication::WINDOW,
-        vfs::{Inode, LowerDentry, LowerFile, LowerPath},
+        vfs::{Inode, LowerDentry},
     },
     untorn_logic::{
         atomic_write::AtomicWriteLimits,
@@ -96,22 +96,13 @@ pub(crate) fn untorn_limits(min: u32, max: u32) -> AtomicWriteLimits {
         .intersect(&ours)
 }
 
-/// Refreshes the file's limits from the lower (called at open): the lower file's own limits,
-/// within `[UNIT_MIN, WINDOW]` (a bounce buffer's pages always fit one bio), and none without
-/// direct I/O.
-pub(crate) fn refresh_limits(inode: &Inode<Untorn>, path: &LowerPath, data: &LowerFile) -> Result {
-    let (min, max, _) = if data.can_direct_io() {
-        inode
-            .super_block()
-            .as_mounter(|| lower::atomic_write_limits(path))?
-    } else {
-        (0, 0, 0)
-    };
+/// Sets the file's limits (at every open) from storage's limits `min..=max`, within
+/// `[UNIT_MIN, WINDOW]` (a bounce buffer's pages always fit one bio).
+pub(crate) fn set_limits(inode: &Inode<Untorn>, min: u32, max: u32) {
     let limits = untorn_limits(min, max);
     let state = inode.data();
     state.unit_min.store(limits.unit_min(), Ordering::Relaxed);
     state.unit_max.store(limits.unit_max(), Ordering::Relaxed);
-    Ok(())
 }
 
 /// The file's persistent mode, read from the lower extended attribute the first time.

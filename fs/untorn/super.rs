@@ -1,6 +1,7 @@
 // SPDX-License-Identifier: GPL-2.0
 
-//! Super block: mounting over a lower directory, `statfs`, options, sync and unmount.
+//! Super block: mounting over a lower directory (stacked mode) or a block device (raw mode),
+//! `statfs`, options, sync and unmount.
 
 use core::sync::atomic::{AtomicU8, Ordering};
 
@@ -16,13 +17,17 @@ use kernel::{
     },
 };
 
+use kernel::ffi::c_char;
+
 use crate::{
+    backend::{Backend, DeviceBackend, LowerFileBackend},
     counters::{Counters, Latency},
     kernel_ext::{
+        bio::BlockDevice,
         bounce::BounceCache,
         ops::{self, Statfs},
         publication::Publication,
-        vfs::{Dentry, SuperBlock},
+        vfs::{Dentry, PrivateMount, SuperBlock},
     },
     untorn_logic::mount_options::WritethroughPolicy,
     Untorn,
@@ -31,8 +36,13 @@ use crate::{
 /// `s_magic` and `statfs`'s `f_type`: "unto", unused in `include/uapi/linux/magic.h`.
 pub(crate) const UNTORN_SUPER_MAGIC: u64 = 0x756e_746f;
 
+/// The name of the one file of a raw-mode mount.
+pub(crate) const RAW_FILE_NAME: &CStr = c"data";
+
 /// What an untorn mount owns besides the stacking state.
 pub(crate) struct UntornSb {
+    /// Where file data is stored: the lower files, or a block device.
+    backend: KBox<dyn Backend>,
     /// The `writethrough=` policy, changed by remount.
     policy: AtomicU8,
     /// The per-mount counters, shown in debugfs.
@@ -51,6 +61,10 @@ pub(crate) struct UntornSb {
 }
 
 impl UntornSb {
+    pub(crate) fn backend(&self) -> &dyn Backend {
+        &*self.backend
+    }
+
     pub(crate) fn policy(&self) -> WritethroughPolicy {
         policy_from_c(i32::from(self.policy.load(Ordering::Relaxed)))
             .unwrap_or(WritethroughPolicy::Marked)
@@ -98,6 +112,50 @@ fn policy_to_c(policy: WritethroughPolicy) -> u8 {
     }) as u8
 }
 
+/// The state of a new mount of super block `sb` storing data in `backend`, with its debugfs
+/// directory.
+///
+/// # Safety
+///
+/// `sb` is a new super block whose `s_dev` is set.
+unsafe fn new_sb_data(
+    sb: *mut bindings::super_block,
+    writethrough: i32,
+    backend: KBox<dyn Backend>,
+) -> Result<UntornSb> {
+    let policy = policy_from_c(writethrough).ok_or(EINVAL)?;
+    // SAFETY: `s_dev` of a new anonymous super block is set by `get_tree_nodev`.
+    let dev = unsafe { (*sb).s_dev };
+    let name = CString::try_from_fmt(fmt!("{}:{}", dev >> 20, dev & 0xfffff))?;
+    let dir = crate::debugfs_dir(&name);
+    let counters = KBox::pin_init(
+        dir.read_only_file(c"counters", Counters::default()),
+        GFP_KERNEL,
+    )?;
+    let latency = KBox::pin_init(
+        dir.read_only_file(c"wt_latency_us", Latency::new()),
+        GFP_KERNEL,
+    )?;
+    let bounce_cache = KBox::pin_init(
+        dir.read_only_file(c"bounce_cache", BounceCache::new()?),
+        GFP_KERNEL,
+    )?;
+    let skip_publication = KBox::pin_init(
+        dir.read_write_file(c"debug_skip_publication", Atomic::new(false)),
+        GFP_KERNEL,
+    )?;
+    Ok(UntornSb {
+        backend,
+        policy: AtomicU8::new(policy_to_c(policy)),
+        counters,
+        latency,
+        publication: Publication::new()?,
+        bounce_cache,
+        skip_publication,
+        _debugfs_dir: dir,
+    })
+}
+
 /// Fills a new super block over the lower directory `lower` (called by `untorn_mount.c`).
 ///
 /// # Safety
@@ -111,38 +169,47 @@ pub(crate) unsafe extern "C" fn untorn_fill_super(
     _silent: bool,
 ) -> i32 {
     kernel::error::from_result(|| {
-        let policy = policy_from_c(writethrough).ok_or(EINVAL)?;
-        // SAFETY: `s_dev` of a new anonymous super block is set by `get_tree_nodev`.
-        let dev = unsafe { (*sb).s_dev };
-        let name = CString::try_from_fmt(fmt!("{}:{}", dev >> 20, dev & 0xfffff))?;
-        let dir = crate::debugfs_dir(&name);
-        let counters = KBox::pin_init(
-            dir.read_only_file(c"counters", Counters::default()),
-            GFP_KERNEL,
-        )?;
-        let latency = KBox::pin_init(
-            dir.read_only_file(c"wt_latency_us", Latency::new()),
-            GFP_KERNEL,
-        )?;
-        let bounce_cache = KBox::pin_init(
-            dir.read_only_file(c"bounce_cache", BounceCache::new()?),
-            GFP_KERNEL,
-        )?;
-        let skip_publication = KBox::pin_init(
-            dir.read_write_file(c"debug_skip_publication", Atomic::new(false)),
-            GFP_KERNEL,
-        )?;
-        let data = UntornSb {
-            policy: AtomicU8::new(policy_to_c(policy)),
-            counters,
-            latency,
-            publication: Publication::new()?,
-            bounce_cache,
-            skip_publication,
-            _debugfs_dir: dir,
-        };
+        // SAFETY: Per our contract.
+        let data =
+            unsafe { new_sb_data(sb, writethrough, KBox::new(LowerFileBackend, GFP_KERNEL)?) }?;
         // SAFETY: Per our contract.
         unsafe { ops::fill_super::<Untorn>(sb, lower, UNTORN_SUPER_MAGIC, data) }?;
+        Ok(0)
+    })
+}
+
+/// Fills a new super block over the block device at `source` (called by `untorn_mount.c`):
+/// raw mode. The device is opened exclusively (for writing unless the mount is read-only) and
+/// shows as one regular file, [`RAW_FILE_NAME`], of the device's size, in a directory that is
+/// a private tmpfs of its own, immutable.
+///
+/// # Safety
+///
+/// `sb` is a new untorn super block being filled; `source` is a NUL-terminated path.
+#[no_mangle]
+pub(crate) unsafe extern "C" fn untorn_fill_super_raw(
+    sb: *mut bindings::super_block,
+    source: *const c_char,
+    writethrough: i32,
+    _silent: bool,
+) -> i32 {
+    kernel::error::from_result(|| {
+        // SAFETY: Per our contract.
+        let (source, read_only) = unsafe {
+            (
+                CStr::from_char_ptr(source),
+                (*sb).s_flags & crate::kernel_ext::bindings::UNTORN_SB_RDONLY != 0,
+            )
+        };
+        // SAFETY: Per our contract `sb` is a live super block.
+        let device = BlockDevice::open_exclusive(source, !read_only, unsafe { &*sb })?;
+        let size = i64::try_from(device.size()).map_err(|_| EINVAL)?;
+        let namespace = PrivateMount::tmpfs_with_one_file(RAW_FILE_NAME, size)?;
+        let backend = KBox::new(DeviceBackend::new(device), GFP_KERNEL)?;
+        // SAFETY: Per our contract.
+        let data = unsafe { new_sb_data(sb, writethrough, backend) }?;
+        // SAFETY: Per our contract. Writes end at the device's end.
+        unsafe { ops::fill_super_over::<Untorn>(sb, namespace, UNTORN_SUPER_MAGIC, size, data) }?;
         Ok(0)
     })
 }
@@ -164,7 +231,7 @@ pub(crate) unsafe extern "C" fn untorn_reconfigure(
     // SAFETY: Per our contract.
     let sb = unsafe { SuperBlock::<Untorn>::from_raw(sb) };
     let to_rw = sb_flags_mask & RDONLY != 0 && sb_flags & RDONLY == 0;
-    if to_rw && sb.lower_is_readonly() {
+    if to_rw && (sb.lower_is_readonly() || !sb.info().data.backend().writable()) {
         return EROFS.to_errno();
     }
     if writethrough >= 0 {
@@ -190,10 +257,10 @@ pub(crate) unsafe extern "C" fn untorn_kill_sb(sb: *mut bindings::super_block) {
     unsafe { ops::kill_sb::<Untorn>(sb) };
 }
 
-/// `statfs`: the lower filesystem's numbers, with our magic.
+/// `statfs`: storage's numbers (the lower filesystem's, or the device's), with our magic.
 pub(crate) fn statfs(dentry: &Dentry<Untorn>, buf: &mut Statfs) -> Result {
-    let path = dentry.lower_path()?;
-    dentry.super_block().as_mounter(|| buf.fill_from(&path))?;
+    let backend = dentry.super_block().info().data.backend();
+    backend.statfs(dentry, buf)?;
     buf.set_type(UNTORN_SUPER_MAGIC);
     Ok(())
 }
@@ -203,10 +270,10 @@ pub(crate) fn show_options(sb: &SuperBlock<Untorn>, seq: &SeqFile) {
     seq_print!(seq, ",writethrough={}", sb.info().data.policy().as_str());
 }
 
-/// `syncfs`: the VFS has written back our folios to the lower file; make the lower durable.
+/// `syncfs`: the VFS has written back our folios to storage; make storage durable.
 pub(crate) fn sync_fs(sb: &SuperBlock<Untorn>, wait: bool) -> Result {
     if !wait {
         return Ok(());
     }
-    sb.as_mounter(|| sb.sync_lower())
+    sb.info().data.backend().sync_fs(sb)
 }

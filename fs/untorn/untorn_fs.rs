@@ -15,6 +15,7 @@ use kernel::ffi::c_char;
 use kernel::{prelude::*, seq_file::SeqFile, sync::aref::ARef};
 
 mod aops;
+mod backend;
 mod counters;
 mod file;
 mod inode;

@@ -57,22 +57,40 @@ static int untorn_parse_param(struct fs_context *fc, struct fs_parameter *param)
 	return -EINVAL;
 }
 
+/*
+ * The source is a directory (stacked mode: untorn over a lower filesystem) or a block device
+ * (raw mode: untorn's one file is the device); anything else gets ENOTDIR.
+ */
 static int untorn_fill_super_fc(struct super_block *sb, struct fs_context *fc)
 {
 	struct untorn_fs_context *ctx = fc->fs_private;
-	struct path lower;
+	struct path source;
+	bool is_dir, is_blk;
 	int err;
 
 	if (!fc->source)
-		return invalf(fc, "untorn: no source directory given");
-	/* LOOKUP_DIRECTORY: a source that is not a directory gets ENOTDIR. */
-	err = kern_path(fc->source, LOOKUP_FOLLOW | LOOKUP_DIRECTORY, &lower);
+		return invalf(fc, "untorn: no source given");
+	err = kern_path(fc->source, LOOKUP_FOLLOW, &source);
 	if (err) {
 		errorf(fc, "untorn: source %s: error %d", fc->source, err);
 		return err;
 	}
-	err = untorn_fill_super(sb, &lower, ctx->writethrough, fc->sb_flags & SB_SILENT);
-	path_put(&lower);
+	is_dir = d_is_dir(source.dentry);
+	is_blk = d_is_special(source.dentry) && S_ISBLK(d_backing_inode(source.dentry)->i_mode);
+	if (is_dir) {
+		err = untorn_fill_super(sb, &source, ctx->writethrough, fc->sb_flags & SB_SILENT);
+		path_put(&source);
+		return err;
+	}
+	path_put(&source);
+	if (!is_blk) {
+		errorf(fc, "untorn: source %s is neither a directory nor a block device",
+		       fc->source);
+		return -ENOTDIR;
+	}
+	err = untorn_fill_super_raw(sb, fc->source, ctx->writethrough, fc->sb_flags & SB_SILENT);
+	if (err)
+		errorf(fc, "untorn: block device %s: error %d", fc->source, err);
 	return err;
 }
 

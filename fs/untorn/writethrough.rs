@@ -5,18 +5,18 @@
 //!
 //! An eligible write (power-of-two length, naturally aligned, within the file's limits) is
 //! copied into a pinned bounce buffer, the folios of its range are locked in ascending order,
-//! the lower writes the bounce as one atomic direct write, and only then is the data copied into
-//! the folios, inside a publication slot, so that readers never see what the device does not
+//! storage writes the bounce untorn (the lower as one atomic direct write, or a device as one
+//! `REQ_ATOMIC` bio: `backend.rs`), and only then is the data copied into the folios, inside a publication slot, so that readers never see what the device does not
 //! have, nor half a unit.
 
 use kernel::{
-    pr_warn_once,
     prelude::*,
     time::{Instant, Monotonic},
 };
 
 use crate::{
     aops,
+    backend::Backend,
     counters::Counters,
     kernel_ext::{
         bounce::UserBounce,
@@ -28,6 +28,11 @@ use crate::{
     untorn_logic::atomic_write::{check, AtomicWriteError},
     Untorn,
 };
+
+/// The mount's storage.
+fn backend(inode: &Inode<Untorn>) -> &dyn Backend {
+    inode.super_block().info().data.backend()
+}
 
 /// Whether a write of `len` bytes at `pos` can be untorn: within the limits, and with an
 /// address space for the bounce buffer.
@@ -56,7 +61,7 @@ fn new_bounce(inode: &Inode<Untorn>, len: usize) -> Result<UserBounce<'_>> {
 }
 
 /// A writethrough write (`RWF_ATOMIC`, or a file in writethrough mode): returns only after the
-/// lower write completed.
+/// storage write completed.
 pub(crate) fn write(kiocb: &mut Kiocb<'_, Untorn>, iter: &mut UserIter) -> Result<usize> {
     let inode = kiocb.inode();
     let data = &inode.super_block().info().data;
@@ -147,7 +152,7 @@ fn dispatch_under_lock(
 }
 
 /// A writethrough write that cannot be untorn, in chunks that each lie in one publication
-/// window: each chunk reaches the lower before its data enters the page cache, as for untorn
+/// window: each chunk reaches storage before its data enters the page cache, as for untorn
 /// writes, but without the all-or-nothing promise of the device. Returns the bytes of the chunks
 /// done before a failure, or the failure if none was.
 fn plain_writethrough(kiocb: &mut Kiocb<'_, Untorn>, iter: &mut UserIter) -> Result<usize> {
@@ -182,7 +187,7 @@ fn plain_writethrough(kiocb: &mut Kiocb<'_, Untorn>, iter: &mut UserIter) -> Res
 }
 
 /// One chunk `[pos, pos + len)` of a plain writethrough write. The I/O covers the chunk rounded
-/// out to the lower's direct I/O blocks (up to the new end of file): the user's bytes are copied
+/// out to the blocks of storage I/O (up to the new end of file): the user's bytes are copied
 /// into the bounce buffer first, with no folio locked (the buffer may be a mapping of this very
 /// file), and the bytes around them come from the locked folios.
 fn write_chunk(
@@ -192,10 +197,9 @@ fn write_chunk(
     len: usize,
     sync_flags: i32,
 ) -> Result {
-    let lower = inode.data_file_rw().ok_or(EBADF)?;
     let end = pos + len as i64;
     let new_size = inode.size().max(end);
-    let block = i64::from(aops::io_block(inode, lower));
+    let block = i64::from(backend(inode).io_block(inode));
     let io_start = pos - pos % block;
     let io_end = (end + (block - end % block) % block).min(new_size);
     let mut bounce = new_bounce(inode, (io_end - io_start) as usize)?;
@@ -220,8 +224,7 @@ fn write_chunk_locked(
     io_end: i64,
     sync_flags: i32,
 ) -> Result {
-    let lower = inode.data_file_rw().ok_or(EBADF)?;
-    // Dirty folios' bytes outside the I/O range go to the lower first, as for untorn writes.
+    // Dirty folios' bytes outside the I/O range go to storage first, as for untorn writes.
     let folios = lock_range(inode, io_start, io_end, true)?;
     let result = (|| -> Result {
         // The bytes around the chunk must be the file's current ones.
@@ -248,33 +251,7 @@ fn write_chunk_locked(
             }
         }
         let io_len = (io_end - io_start) as usize;
-        let direct = aops::direct_part(inode, lower, io_len)?;
-        inode.super_block().as_mounter(|| -> Result {
-            if direct > 0 {
-                let n = lower.write_bounce(io_start, bounce, 0, direct, true, sync_flags)?;
-                if n != direct {
-                    return Err(EIO);
-                }
-            }
-            if direct < io_len {
-                let tail_pos = io_start + direct as i64;
-                let n = lower.write_bounce(
-                    tail_pos,
-                    bounce,
-                    direct,
-                    io_len - direct,
-                    false,
-                    sync_flags,
-                )?;
-                if n != io_len - direct {
-                    return Err(EIO);
-                }
-                // Writethrough: the tail block must reach the device too, not only the
-                // lower's page cache.
-                lower.write_and_wait(tail_pos, io_end - 1)?;
-            }
-            Ok(())
-        })?;
+        backend(inode).write_range(inode, io_start, bounce, io_len, sync_flags)?;
         publish(inode, &folios, bounce, io_start, pos, end);
         if end > inode.size() {
             inode.set_size(end);
@@ -308,7 +285,6 @@ fn untorn_write(
     shared: bool,
 ) -> Result<usize> {
     let inode = kiocb.inode();
-    let lower = inode.data_file_rw().ok_or(EBADF)?;
     // The user's data, all or nothing, before anything changes.
     let mut bounce = new_bounce(inode, count)?;
     bounce.fill_from(iter)?;
@@ -328,28 +304,19 @@ fn untorn_write(
             return Err(e);
         }
     };
-    let written = inode
-        .super_block()
-        .as_mounter(|| lower.write_atomic(pos, &bounce, kiocb.sync_flags()));
+    let written = backend(inode).write_untorn(inode, pos, &bounce, kiocb.sync_flags());
     let result = match written {
-        Ok(n) if n == count => {
+        Ok(()) => {
             publish(inode, &folios, &bounce, pos, pos, end);
             if end > inode.size() {
                 inode.set_size(end);
             }
             Ok(count)
         }
-        Ok(_) => {
-            // `iomap` never writes part of an atomic write; if a lower did, neither the old
-            // nor the new data is known to be what the device has.
-            pr_warn_once!("untorn: a lower atomic write was short\n");
-            Counters::inc(&inode.super_block().info().data.counters().err_short);
-            Err(EIO)
-        }
         Err(e) => {
             for f in &folios {
                 if f.was_dirty {
-                    // Its buffered data is still not on the device.
+                    // Its buffered data is still not on storage.
                     f.folio.mark_dirty();
                 }
             }
@@ -393,7 +360,7 @@ fn iter_restore(iter: &mut UserIter, bounce: &UserBounce<'_>) {
 }
 
 /// Locks the folios of `[pos, end)` in ascending order, waits for their writeback, and clears
-/// the dirty ones; the parts of those outside the range go to the lower first, so that the
+/// the dirty ones; the parts of those outside the range go to storage first, so that the
 /// untorn write is the only change to the range's units.
 fn lock_range(
     inode: &Inode<Untorn>,
@@ -427,12 +394,12 @@ fn write_outside(inode: &Inode<Untorn>, folio: &OwnedLockedFolio, pos: i64, end:
     if fpos < pos {
         let len = (pos.min(size) - fpos).max(0) as usize;
         if len > 0 {
-            aops::write_to_lower(inode, folio, 0, len)?;
+            aops::write_to_storage(inode, folio, 0, len)?;
         }
     }
     let fend = (fpos + fsize).min(size);
     if end < fend {
-        aops::write_to_lower(inode, folio, (end - fpos) as usize, (fend - end) as usize)?;
+        aops::write_to_storage(inode, folio, (end - fpos) as usize, (fend - end) as usize)?;
     }
     Ok(())
 }
@@ -457,7 +424,7 @@ fn publish(
             let (from, to) = (pos.max(fpos), end.min(fend));
             let whole = from == fpos && to == fend;
             if !folio.is_uptodate() && !whole {
-                // Not read yet: a later read takes the new data from the lower.
+                // Not read yet: a later read takes the new data from storage.
                 continue;
             }
             let copied = bounce.copy_to_folio(
