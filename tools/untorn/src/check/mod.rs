@@ -11,6 +11,7 @@
 
 mod foundation;
 mod pressure;
+mod raw;
 mod stacking;
 pub(crate) mod tornblk;
 mod writethrough;
@@ -277,6 +278,9 @@ pub fn all_tests(env: &Env) -> Result<Vec<Test>> {
         tests.extend(tornblk::tests());
     }
     tests.extend(writethrough::tests(env));
+    if !env.reference {
+        tests.extend(raw::tests());
+    }
     tests.extend(pressure);
     Ok(tests)
 }

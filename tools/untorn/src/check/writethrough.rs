@@ -80,7 +80,7 @@ const WT_COUNTERS: [&str; 10] = [
     "writethrough_overlapped",
 ];
 /// How long the racing writers and readers run.
-const RACE_TIME: Duration = Duration::from_secs(3);
+pub(super) const RACE_TIME: Duration = Duration::from_secs(3);
 /// How long the exerciser runs with writethrough and `RWF_ATOMIC` operations.
 const EXERCISE_TIME: Duration = Duration::from_secs(30);
 
@@ -313,7 +313,11 @@ pub fn tests(env: &Env) -> Vec<Test> {
 // Helpers
 
 /// Fails unless `result` is the error `errno`, naming both errnos.
-fn expect_err<T: std::fmt::Debug>(result: io::Result<T>, errno: i32, what: &str) -> Result<()> {
+pub(super) fn expect_err<T: std::fmt::Debug>(
+    result: io::Result<T>,
+    errno: i32,
+    what: &str,
+) -> Result<()> {
     match result {
         Ok(v) => bail!(
             "{what}: succeeded ({v:?}), expected {}",
@@ -329,7 +333,7 @@ fn expect_err<T: std::fmt::Debug>(result: io::Result<T>, errno: i32, what: &str)
 }
 
 /// Fails unless `result` is a complete write of `len` bytes.
-fn expect_written(result: io::Result<usize>, len: usize, what: &str) -> Result<()> {
+pub(super) fn expect_written(result: io::Result<usize>, len: usize, what: &str) -> Result<()> {
     match result {
         Ok(n) if n == len => Ok(()),
         Ok(n) => bail!("{what}: wrote {n} bytes of {len}"),
@@ -338,7 +342,7 @@ fn expect_written(result: io::Result<usize>, len: usize, what: &str) -> Result<(
 }
 
 /// `pwritev2(RWF_ATOMIC)` of one buffer.
-fn atomic_write(file: &File, data: &[u8], offset: u64) -> io::Result<usize> {
+pub(super) fn atomic_write(file: &File, data: &[u8], offset: u64) -> io::Result<usize> {
     sys::pwritev2(file, &[IoSlice::new(data)], offset, sys::RWF_ATOMIC)
 }
 
@@ -359,7 +363,7 @@ fn prefilled(path: &Path, len: usize, seed: u64) -> Result<(File, Vec<u8>)> {
     Ok((f, data))
 }
 
-fn open_rw(path: &Path, direct: bool) -> Result<File> {
+pub(super) fn open_rw(path: &Path, direct: bool) -> Result<File> {
     let mut options = OpenOptions::new();
     options.read(true).write(true);
     if direct {
@@ -406,7 +410,7 @@ fn lower_limits(low: &Path) -> Result<(FileLimits, AtomicWriteLimits)> {
 }
 
 /// What untorn promises for a file whose lower file reports `lower`.
-fn untorn_limits(lower: AtomicWriteLimits) -> AtomicWriteLimits {
+pub(super) fn untorn_limits(lower: AtomicWriteLimits) -> AtomicWriteLimits {
     AtomicWriteLimits::new(UNTORN_ATOMIC_MIN, UNTORN_ATOMIC_MAX)
         .map_or(AtomicWriteLimits::NONE, |u| lower.intersect(&u))
 }
@@ -450,13 +454,13 @@ fn get_mode(file: &File, what: &str) -> Result<UntornMode> {
     sys::get_mode(file).map_err(|e| anyhow!("{what}: UNTORN_IOC_GET_MODE: {}", describe(&e)))
 }
 
-fn set_mode(file: &File, mode: u32, what: &str) -> Result<()> {
+pub(super) fn set_mode(file: &File, mode: u32, what: &str) -> Result<()> {
     sys::set_mode(file, &mode_of(mode))
         .map_err(|e| anyhow!("{what}: UNTORN_IOC_SET_MODE to {mode}: {}", describe(&e)))
 }
 
 /// Fails unless GET reports exactly `mode` and `effective` (and zero flags and reserved).
-fn ensure_mode(file: &File, mode: u32, effective: u32, what: &str) -> Result<()> {
+pub(super) fn ensure_mode(file: &File, mode: u32, effective: u32, what: &str) -> Result<()> {
     let got = get_mode(file, what)?;
     let want = UntornMode {
         mode,
@@ -470,11 +474,11 @@ fn ensure_mode(file: &File, mode: u32, effective: u32, what: &str) -> Result<()>
     Ok(())
 }
 
-fn open_ro(path: &Path) -> Result<File> {
+pub(super) fn open_ro(path: &Path) -> Result<File> {
     File::open(path).with_context(|| format!("cannot open {}", path.display()))
 }
 
-type Counters = BTreeMap<String, u64>;
+pub(super) type Counters = BTreeMap<String, u64>;
 
 /// The counters of the untorn mount at `mountpoint`, requiring part 2's [`WT_COUNTERS`].
 /// Lines that are not `name value` (a histogram's, for one) are left out.
@@ -509,7 +513,7 @@ fn latency_total(mountpoint: &Path) -> Result<u64> {
     Ok(total)
 }
 
-fn read_counters(mountpoint: &Path) -> Result<Counters> {
+pub(super) fn read_counters(mountpoint: &Path) -> Result<Counters> {
     let path = counters_dir(mountpoint)?.join("counters");
     let text =
         fs::read_to_string(&path).with_context(|| format!("cannot read {}", path.display()))?;
@@ -536,7 +540,7 @@ fn read_counters(mountpoint: &Path) -> Result<Counters> {
 }
 
 /// Fails unless each named counter grew by exactly the given amount.
-fn ensure_deltas(
+pub(super) fn ensure_deltas(
     before: &Counters,
     after: &Counters,
     want: &[(&str, u64)],
@@ -1498,7 +1502,7 @@ fn end_of_file(stack: &mut Stack) -> Result<()> {
 }
 
 /// Writes version 1 of units `0..units` of `unit` bytes, each with one `RWF_ATOMIC` write.
-fn write_first_versions(f: &File, unit: usize, units: usize) -> Result<()> {
+pub(super) fn write_first_versions(f: &File, unit: usize, units: usize) -> Result<()> {
     let mut buf = vec![0u8; unit];
     for i in 0..units {
         let tag = UnitTag {
@@ -1569,20 +1573,20 @@ fn atomic_file(stack: &Stack, name: &str) -> Result<AtomicFile> {
 }
 
 /// How long the negative control of the racing test may run before it must have seen a tear.
-const RACE_CONTROL_TIME: Duration = Duration::from_secs(30);
+pub(super) const RACE_CONTROL_TIME: Duration = Duration::from_secs(30);
 
 /// What a race of untorn writers against checking readers saw.
-struct RaceOutcome {
-    writes: u64,
-    reads: u64,
+pub(super) struct RaceOutcome {
+    pub(super) writes: u64,
+    pub(super) reads: u64,
     /// The first torn or corrupt read, or another failure of a thread.
-    failure: Option<String>,
+    pub(super) failure: Option<String>,
 }
 
 /// Two writers make overlapping `RWF_ATOMIC` writes of whole units (tagged with the unit and a
 /// new version) to `path`'s first `units` units, while two readers read one unit or two
 /// neighbours and check that each is whole; for `time`, or until the first failure.
-fn race_units(path: &Path, unit: usize, units: usize, time: Duration) -> RaceOutcome {
+pub(super) fn race_units(path: &Path, unit: usize, units: usize, time: Duration) -> RaceOutcome {
     const WRITERS: u64 = 2;
     const READERS: u64 = 2;
     let versions: Vec<AtomicU64> = (0..units).map(|_| AtomicU64::new(2)).collect();
@@ -1681,7 +1685,7 @@ fn race_units(path: &Path, unit: usize, units: usize, time: Duration) -> RaceOut
 }
 
 /// Sets untorn's testing knob `debug_skip_publication` of the mount at `mountpoint`.
-fn set_skip_publication(mountpoint: &Path, on: bool) -> Result<()> {
+pub(super) fn set_skip_publication(mountpoint: &Path, on: bool) -> Result<()> {
     let path = counters_dir(mountpoint)?.join("debug_skip_publication");
     fs::write(&path, if on { "true" } else { "false" })
         .with_context(|| format!("cannot write {}", path.display()))
