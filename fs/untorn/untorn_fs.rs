@@ -244,7 +244,9 @@ impl StackedFs for Untorn {
 
 #[kunit_tests(untorn_foundation)]
 mod tests {
-    use super::kernel_ext::{bindings as ext, fs::generic_atomic_write_valid};
+    use super::kernel_ext::{
+        atomic_limits::AtomicLimits, bindings as ext, fs::generic_atomic_write_valid,
+    };
     use super::untorn_logic::{
         atomic_write::{check_shape, AtomicWriteError},
         mount_options::FileMode,
@@ -259,6 +261,29 @@ mod tests {
             ext::UNTORN_REQ_ATOMIC,
             1 << bindings::req_flag_bits___REQ_ATOMIC
         );
+    }
+
+    /// Raw mode sends an untorn write as one `REQ_ATOMIC` bio only if it has the shape the block
+    /// layer takes (`blk_validate_atomic_write_op_size()` and the boundary rule).
+    #[test]
+    fn atomic_bios_take_the_block_layers_shapes() {
+        let limits = AtomicLimits::new(512, 4096, 65536, 65536, 1 << 20);
+        assert!(limits.is_ok());
+        let Ok(limits) = limits else { return };
+        for (pos, len, ok) in [
+            (0u64, 4096u64, true),
+            (65536, 65536, true),
+            ((1 << 20) - 4096, 4096, true),
+            (4096, 8192, false),
+            (0, 3 * 4096, false),
+            (0, 2048, false),
+            (0, 131072, false),
+            (0, 0, false),
+        ] {
+            assert_eq!(limits.accepts(pos, len), ok);
+        }
+        // A boundary below the largest write is no valid device's.
+        assert!(AtomicLimits::new(512, 4096, 65536, 65536, 32768).is_err());
     }
 
     /// The Rust copy of the uapi (`lib/untorn_logic/src/uapi.rs`) has the numbers and the

@@ -199,7 +199,8 @@ fn write_chunk(
 ) -> Result {
     let end = pos + len as i64;
     let new_size = inode.size().max(end);
-    let block = i64::from(backend(inode).io_block(inode));
+    // At least 1, also for a backend that says 0 (and no division by zero).
+    let block = i64::from(backend(inode).io_block(inode).max(1));
     let io_start = pos - pos % block;
     let io_end = (end + (block - end % block) % block).min(new_size);
     let mut bounce = new_bounce(inode, (io_end - io_start) as usize)?;
