@@ -113,6 +113,38 @@ impl FsType {
     }
 }
 
+/// What untorn is mounted on: a directory of a fresh XFS or ext4 (stacked mode), or the block
+/// device itself (raw mode).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Lower {
+    /// A directory of XFS.
+    Xfs,
+    /// A directory of ext4 with bigalloc.
+    Ext4,
+    /// The device itself: untorn's raw mode, one file `data`.
+    Raw,
+}
+
+impl Lower {
+    pub fn name(self) -> &'static str {
+        match self {
+            Lower::Xfs => "xfs",
+            Lower::Ext4 => "ext4",
+            Lower::Raw => "raw",
+        }
+    }
+
+    /// The lower filesystem, `None` in raw mode.
+    pub fn fs_type(self) -> Option<FsType> {
+        match self {
+            Lower::Xfs => Some(FsType::Xfs),
+            Lower::Ext4 => Some(FsType::Ext4),
+            Lower::Raw => None,
+        }
+    }
+}
+
 /// A filesystem mounted on a fresh directory; unmounted and removed when dropped.
 pub struct Mounted {
     dir: PathBuf,

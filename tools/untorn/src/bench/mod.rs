@@ -16,7 +16,7 @@ pub mod strategy;
 
 use crate::{
     check,
-    guest::{self, FsType, Mounted},
+    guest::{self, FsType, Lower, Mounted},
     limits::{DeviceLimits, FileLimits},
     progress::Progress,
     sys,
@@ -31,7 +31,7 @@ use std::{
     sync::Barrier,
     time::{Duration, Instant},
 };
-use strategy::{DataFile, Job, Strategy, ThreadResult, Worker, Workload};
+use strategy::{DataFile, DoublewriteArea, Job, Strategy, ThreadResult, Worker, Workload};
 use untorn_logic::mount_options::FileMode;
 
 /// Where the benchmark runs.
@@ -176,9 +176,9 @@ pub struct Options {
     /// scsi_debug, tornblk (made by the benchmark), or a /dev/ path (e.g. an NVMe disk).
     #[arg(long, default_value = "scsi_debug")]
     pub device: DeviceChoice,
-    /// Lower filesystems.
+    /// What untorn is mounted on: a lower filesystem (xfs, ext4), or the device itself (raw).
     #[arg(long = "lower", value_delimiter = ',', default_value = "xfs")]
-    pub lowers: Vec<FsType>,
+    pub lowers: Vec<Lower>,
     /// A preset matrix of cells (workload, page size, threads).
     #[arg(long, value_enum, default_value = "default")]
     pub matrix: Matrix,
@@ -329,7 +329,7 @@ pub struct Settings {
 /// A lower filesystem as the benchmark set it up.
 #[derive(Serialize)]
 pub struct LowerInfo {
-    pub fs: FsType,
+    pub fs: Lower,
     pub mkfs: String,
     /// statx atomic limits of the data file through untorn and on the lower.
     pub untorn_file: FileLimits,
@@ -390,7 +390,7 @@ impl Layout {
 /// One strategy in one cell: the medians of its runs and how they compare.
 #[derive(Serialize)]
 pub struct CellResult {
-    pub lower: FsType,
+    pub lower: Lower,
     pub strategy: Strategy,
     pub workload: Workload,
     pub page_size: usize,
@@ -431,6 +431,11 @@ impl CellResult {
 /// 512 MiB disk cannot hold), and a 64 KiB extent size hint, which aligns file offsets.
 const XFS_DATA: &str = "su=64k,sw=1,agcount=2";
 const XFS_EXTSIZE: &str = "64k";
+/// The name of the one file of a raw-mode mount.
+const RAW_FILE: &str = "data";
+/// The device space raw mode keeps for doublewrite's areas, after the data regions.
+const DOUBLEWRITE_AREA: u64 = 64 * MIB;
+const MIB: u64 = 1 << 20;
 /// The alignment [`Layout`] checks: the largest page size of the presets.
 const ALIGNMENT: u64 = 64 * KIB as u64;
 
@@ -445,14 +450,14 @@ pub fn run(options: &Options) -> Result<Results> {
     let mut progress = Progress::new(!options.json, total as u64, "bench", "runs");
     let mut lowers = Vec::new();
     let mut results = Vec::new();
-    for &fs_type in &options.lowers {
-        let bench = Bench::new(fs_type, &disk, options)?;
+    for &lower in &options.lowers {
+        let bench = Bench::new(lower, &disk, options)?;
         for (name, layout) in bench.layouts()? {
             if !layout.aligned_64k {
                 eprintln!(
                     "bench: warning: {name} on {} is not 64 KiB aligned ({} extents): atomic \
                      writes may take a slow fallback",
-                    fs_type.name(),
+                    lower.name(),
                     layout.extents
                 );
             }
@@ -512,66 +517,131 @@ fn open_device(options: &Options) -> Result<(PathBuf, Option<Box<dyn std::any::A
     })
 }
 
-/// One lower filesystem on the device, untorn over it, and the two data files.
+/// Where a strategy's data lives: a file, from an offset (0 but in raw mode, where the regions
+/// of the device take the place of the files).
+pub struct Place {
+    pub path: PathBuf,
+    pub offset: u64,
+}
+
+/// untorn on the device, over a fresh lower filesystem or in raw mode, and the data of each
+/// [`DataFile`]: files in stacked mode; in raw mode untorn's one file for [`DataFile::Untorn`],
+/// and regions of the device node beyond it for the others (and doublewrite's areas after).
 struct Bench {
-    fs_type: FsType,
+    lower: Lower,
+    disk: PathBuf,
     disk_name: String,
+    /// Each data region's size in raw mode (the file size rounded up to a MiB).
+    region: u64,
     upper: Mounted,
-    lower_dir: PathBuf,
-    lower: Mounted,
+    /// The lower filesystem and the directory untorn stacks over; `None` in raw mode.
+    stacked: Option<(Mounted, PathBuf)>,
 }
 
 impl Bench {
-    fn new(fs_type: FsType, disk: &Path, options: &Options) -> Result<Self> {
-        match fs_type {
-            FsType::Xfs => {
-                guest::run(
-                    "mkfs.xfs",
-                    &["-f", "-q", "-d", XFS_DATA, guest::path_str(disk)?],
-                )?;
-            }
-            FsType::Ext4 => fs_type.mkfs_with_inodes(disk, None)?,
-        }
-        let lower = Mounted::mount(fs_type.name(), guest::path_str(disk)?, "")?;
-        let lower_dir = lower.path().join("lower");
-        fs::create_dir(&lower_dir)?;
-        let upper = Mounted::mount("untorn", guest::path_str(&lower_dir)?, "")
-            .context("cannot mount untorn")?;
+    fn new(lower: Lower, disk: &Path, options: &Options) -> Result<Self> {
         let disk_name = disk_name(disk)?;
+        let region = options.file_size.div_ceil(MIB) * MIB;
+        let (upper, stacked) = match lower.fs_type() {
+            Some(fs_type) => {
+                match fs_type {
+                    FsType::Xfs => {
+                        guest::run(
+                            "mkfs.xfs",
+                            &["-f", "-q", "-d", XFS_DATA, guest::path_str(disk)?],
+                        )?;
+                    }
+                    FsType::Ext4 => fs_type.mkfs_with_inodes(disk, None)?,
+                }
+                let lower_fs = Mounted::mount(fs_type.name(), guest::path_str(disk)?, "")?;
+                let lower_dir = lower_fs.path().join("lower");
+                fs::create_dir(&lower_dir)?;
+                let upper = Mounted::mount("untorn", guest::path_str(&lower_dir)?, "")
+                    .context("cannot mount untorn")?;
+                (upper, Some((lower_fs, lower_dir)))
+            }
+            None => {
+                let needed = DataFile::ALL.len() as u64 * region + DOUBLEWRITE_AREA;
+                let size = device_size(disk)?;
+                if size < needed {
+                    bail!(
+                        "raw mode needs {needed} bytes of {} (three data regions of {region} and \
+                         the doublewrite areas), it has {size}: use a smaller --file-size",
+                        disk.display()
+                    );
+                }
+                let upper = Mounted::mount("untorn", guest::path_str(disk)?, "")
+                    .context("cannot mount untorn on the device (raw mode)")?;
+                (upper, None)
+            }
+        };
         let bench = Self {
-            fs_type,
-            disk_name,
-            upper,
-            lower_dir,
             lower,
+            disk: disk.to_path_buf(),
+            disk_name,
+            region,
+            upper,
+            stacked,
         };
         for data in DataFile::ALL {
-            bench.make_data_file(data, options.file_size)?;
+            bench.make_data(data, options.file_size)?;
         }
         Ok(bench)
     }
 
-    /// The path a strategy opens for `data`: through untorn, or on the lower.
-    fn path(&self, data: DataFile) -> PathBuf {
-        match data {
-            DataFile::Untorn => self.upper.path().join(data.name()),
-            DataFile::Direct | DataFile::Buffered => self.lower_dir.join(data.name()),
+    /// Where `data` lives: through untorn, or on the lower (a file, or the device node).
+    fn place(&self, data: DataFile) -> Place {
+        match (&self.stacked, data) {
+            (Some(_), DataFile::Untorn) => Place {
+                path: self.upper.path().join(data.name()),
+                offset: 0,
+            },
+            (Some((_, lower_dir)), _) => Place {
+                path: lower_dir.join(data.name()),
+                offset: 0,
+            },
+            (None, DataFile::Untorn) => Place {
+                path: self.upper.path().join(RAW_FILE),
+                offset: 0,
+            },
+            (None, _) => Place {
+                path: self.disk.clone(),
+                offset: self.region * data.index() as u64,
+            },
         }
     }
 
-    /// Creates the data file and writes all of it, so that every overwrite finds allocated,
-    /// written blocks; then leaves the page caches as its strategies find them in use: the
-    /// lower's empty (except for the buffered file), untorn's warm.
-    fn make_data_file(&self, data: DataFile, size: u64) -> Result<()> {
-        let path = self.path(data);
-        let lower = self.lower_dir.join(data.name());
+    /// Where doublewrite's areas go: files in the lower directory, or the device after the
+    /// data regions.
+    fn doublewrite_area(&self) -> DoublewriteArea<'_> {
+        match &self.stacked {
+            Some((_, lower_dir)) => DoublewriteArea::Dir(lower_dir),
+            None => DoublewriteArea::Device {
+                path: &self.disk,
+                offset: self.region * DataFile::ALL.len() as u64,
+                size: DOUBLEWRITE_AREA,
+            },
+        }
+    }
+
+    /// Writes all of `data`'s file or region, so that every overwrite finds allocated, written
+    /// blocks; then leaves the page caches as its strategies find them in use: the lower's
+    /// empty (except for the buffered data), untorn's warm.
+    fn make_data(&self, data: DataFile, size: u64) -> Result<()> {
+        let Place { path, offset: base } = self.place(data);
+        let stacked = self.stacked.is_some();
         let file = OpenOptions::new()
             .read(true)
             .write(true)
-            .create_new(true)
+            .create_new(stacked)
             .open(&path)
-            .with_context(|| format!("cannot create {}", path.display()))?;
-        if self.fs_type == FsType::Xfs {
+            .with_context(|| format!("cannot open {}", path.display()))?;
+        let lower = match (&self.stacked, data) {
+            (Some((_, lower_dir)), _) => lower_dir.join(data.name()),
+            (None, DataFile::Untorn) => self.disk.clone(),
+            (None, _) => path.clone(),
+        };
+        if self.lower == Lower::Xfs {
             guest::run(
                 "xfs_io",
                 &[
@@ -585,7 +655,7 @@ impl Bench {
         let mut offset = 0;
         while offset < size {
             let len = chunk.len().min((size - offset) as usize);
-            file.write_all_at(&chunk[..len], offset)
+            file.write_all_at(&chunk[..len], base + offset)
                 .with_context(|| format!("writing {}", path.display()))?;
             offset += len as u64;
         }
@@ -594,7 +664,7 @@ impl Bench {
             let mut buf = vec![0u8; 1 << 20];
             let mut offset = 0;
             while offset < size {
-                let n = file.read_at(&mut buf, offset)?;
+                let n = file.read_at(&mut buf, base + offset)?;
                 if n == 0 {
                     break;
                 }
@@ -612,34 +682,37 @@ impl Bench {
 
     fn info(&self) -> Result<LowerInfo> {
         Ok(LowerInfo {
-            fs: self.fs_type,
-            mkfs: match self.fs_type {
-                FsType::Xfs => {
+            fs: self.lower,
+            mkfs: match self.lower {
+                Lower::Xfs => {
                     format!("mkfs.xfs -d {XFS_DATA}; data files with extsize {XFS_EXTSIZE}")
                 }
-                FsType::Ext4 => "mkfs.ext4 -O bigalloc -b 4096 -C 65536".to_string(),
+                Lower::Ext4 => "mkfs.ext4 -O bigalloc -b 4096 -C 65536".to_string(),
+                Lower::Raw => format!(
+                    "none: untorn on the device (raw mode); the other strategies on regions of \
+                     {} bytes of the device node",
+                    self.region
+                ),
             },
-            untorn_file: FileLimits::of_file(&self.path(DataFile::Untorn))?,
-            lower_file: FileLimits::of_file(&self.path(DataFile::Direct))?,
+            untorn_file: FileLimits::of_file(&self.place(DataFile::Untorn).path)?,
+            lower_file: FileLimits::of_file(&self.place(DataFile::Direct).path)?,
             layouts: self.layouts()?,
         })
     }
 
-    /// The extents of each data file (on the lower).
+    /// The extents of each data file (on the lower); none in raw mode.
     fn layouts(&self) -> Result<Vec<(String, Layout)>> {
+        let Some((_, lower_dir)) = &self.stacked else {
+            return Ok(Vec::new());
+        };
         DataFile::ALL
             .iter()
-            .map(|d| {
-                Ok((
-                    d.name().to_string(),
-                    Layout::of(&self.lower_dir.join(d.name()))?,
-                ))
-            })
+            .map(|d| Ok((d.name().to_string(), Layout::of(&lower_dir.join(d.name()))?)))
             .collect()
     }
 
     fn data_path(&self, strategy: Strategy) -> PathBuf {
-        self.path(strategy.data_file())
+        self.place(strategy.data_file()).path
     }
 
     /// Why `strategy` cannot run `cell` here, if it cannot.
@@ -693,7 +766,7 @@ impl Bench {
             // Round 0 is the warm-up.
             for row in rows.iter_mut() {
                 if row.skipped.is_some() || row.error.is_some() {
-                    step(progress, self.fs_type, row.strategy, cell, round, None);
+                    step(progress, self.lower, row.strategy, cell, round, None);
                     continue;
                 }
                 let duration = if round == 0 {
@@ -713,7 +786,7 @@ impl Bench {
                 }
                 step(
                     progress,
-                    self.fs_type,
+                    self.lower,
                     row.strategy,
                     cell,
                     round,
@@ -732,7 +805,7 @@ impl Bench {
         {
             let measured = !runs.is_empty() && error.is_none();
             results.push(CellResult {
-                lower: self.fs_type,
+                lower: self.lower,
                 strategy,
                 workload: cell.workload,
                 page_size: cell.page_size,
@@ -761,7 +834,7 @@ impl Bench {
         duration: Duration,
         seed: u64,
     ) -> Result<(Figures, Samples)> {
-        let data = self.data_path(strategy);
+        let Place { path: data, offset } = self.place(strategy.data_file());
         let _mode = if strategy == Strategy::UntornMode {
             Some(ModeGuard::writethrough(&data)?)
         } else {
@@ -771,7 +844,8 @@ impl Bench {
             strategy,
             workload: cell.workload,
             data: &data,
-            scratch: &self.lower_dir,
+            data_offset: offset,
+            doublewrite_area: self.doublewrite_area(),
             page: cell.page_size,
             file_pages: options.file_size / cell.page_size as u64,
             threads: cell.threads,
@@ -819,11 +893,25 @@ impl Bench {
         Ok(figures(cell, elapsed, total, delta))
     }
 
-    /// Writes back everything dirty: untorn's cache to the lower, the lower to the device.
+    /// Writes back everything dirty: untorn's cache to the lower (or the device), the lower's
+    /// (or the device node's) to the device.
     fn sync(&self) -> Result<()> {
-        for dir in [self.upper.path(), self.lower.path()] {
-            let file = File::open(dir).with_context(|| format!("cannot open {}", dir.display()))?;
-            sys::syncfs(&file).with_context(|| format!("syncfs {}", dir.display()))?;
+        let upper = self.upper.path();
+        let file = File::open(upper).with_context(|| format!("cannot open {}", upper.display()))?;
+        sys::syncfs(&file).with_context(|| format!("syncfs {}", upper.display()))?;
+        match &self.stacked {
+            Some((lower, _)) => {
+                let dir = lower.path();
+                let file =
+                    File::open(dir).with_context(|| format!("cannot open {}", dir.display()))?;
+                sys::syncfs(&file).with_context(|| format!("syncfs {}", dir.display()))?;
+            }
+            None => {
+                let device = File::open(&self.disk)?;
+                device
+                    .sync_all()
+                    .with_context(|| format!("fsync {}", self.disk.display()))?;
+            }
         }
         Ok(())
     }
@@ -910,6 +998,13 @@ fn figures(
 }
 
 /// The disk's name under `/sys/block` (`/dev/sda`: `sda`).
+/// The size of the block device at `disk`, in bytes.
+fn device_size(disk: &Path) -> Result<u64> {
+    use std::io::Seek;
+    let mut file = File::open(disk).with_context(|| format!("cannot open {}", disk.display()))?;
+    Ok(file.seek(std::io::SeekFrom::End(0))?)
+}
+
 fn disk_name(disk: &Path) -> Result<String> {
     disk.file_name()
         .map(|n| n.to_string_lossy().into_owned())
@@ -1019,7 +1114,7 @@ fn environment(disk: &Path, choice: &DeviceChoice) -> Result<Environment> {
 /// A step per run (warm-up included; a skipped strategy's runs count at once).
 fn step(
     progress: &mut Progress,
-    fs: FsType,
+    fs: Lower,
     strategy: Strategy,
     cell: Cell,
     round: usize,

@@ -4,7 +4,7 @@
 //! terminal table, and the report directory (`results.json`, `summary.md`, SVG plots).
 
 use super::{size_name, Cell, CellResult, Results};
-use crate::{guest::FsType, table};
+use crate::{guest::Lower, table};
 use anyhow::{Context, Result};
 use serde::Serialize;
 use std::{fmt::Write as _, fs, path::Path};
@@ -36,7 +36,7 @@ pub fn add_ratios(cell: &mut [CellResult]) {
 /// One of the targets set for untorn writes, checked on one cell.
 #[derive(Clone, Debug, Serialize)]
 pub struct TargetCheck {
-    pub lower: FsType,
+    pub lower: Lower,
     pub workload: Workload,
     pub page_size: usize,
     pub threads: usize,
@@ -349,7 +349,7 @@ fn summary(results: &Results, plots: &[(String, String)]) -> String {
 }
 
 /// The cells of `results` in order of first appearance, per lower.
-fn cells(results: &[CellResult]) -> Vec<(FsType, Cell)> {
+fn cells(results: &[CellResult]) -> Vec<(Lower, Cell)> {
     let mut seen = Vec::new();
     for r in results {
         let key = (r.lower, r.cell());
@@ -406,7 +406,7 @@ fn cdf_plots(results: &[CellResult]) -> Vec<(String, String, String)> {
 /// IOPS against threads for each (lower, workload, page size) measured at several thread
 /// counts.
 fn thread_plots(results: &[CellResult]) -> Vec<(String, String, String)> {
-    let mut groups: Vec<(FsType, Workload, usize)> = Vec::new();
+    let mut groups: Vec<(Lower, Workload, usize)> = Vec::new();
     for (lower, cell) in cells(results) {
         let key = (lower, cell.workload, cell.page_size);
         let threads = cells(results)
@@ -672,7 +672,7 @@ mod tests {
 
     fn result(strategy: Strategy, threads: usize, iops: f64, p99: f64) -> CellResult {
         CellResult {
-            lower: FsType::Xfs,
+            lower: Lower::Xfs,
             strategy,
             workload: Workload::Randwrite,
             page_size: 16384,

@@ -144,6 +144,15 @@ pub enum DataFile {
 impl DataFile {
     pub const ALL: [DataFile; 3] = [DataFile::Untorn, DataFile::Direct, DataFile::Buffered];
 
+    /// Its place in [`DataFile::ALL`] (in raw mode, its region of the device).
+    pub fn index(self) -> usize {
+        match self {
+            DataFile::Untorn => 0,
+            DataFile::Direct => 1,
+            DataFile::Buffered => 2,
+        }
+    }
+
     /// The file's name in the lower directory.
     pub fn name(self) -> &'static str {
         match self {
@@ -180,14 +189,28 @@ impl Workload {
     }
 }
 
+/// Where doublewrite's areas are: a file per thread, or a part of a device per thread.
+#[derive(Clone, Copy)]
+pub enum DoublewriteArea<'a> {
+    /// Files in this directory (of the lower).
+    Dir(&'a Path),
+    /// The device node `path` from `offset`, `size` bytes in all.
+    Device {
+        path: &'a Path,
+        offset: u64,
+        size: u64,
+    },
+}
+
 /// Everything a benchmark thread needs to know about its cell.
 pub struct Job<'a> {
     pub strategy: Strategy,
     pub workload: Workload,
-    /// The data file (through untorn or on the lower, as the strategy says).
+    /// The data file (through untorn or on the lower, as the strategy says)...
     pub data: &'a Path,
-    /// Where doublewrite files go (the lower).
-    pub scratch: &'a Path,
+    /// ...and where its data starts in it (a region of the device node in raw mode).
+    pub data_offset: u64,
+    pub doublewrite_area: DoublewriteArea<'a>,
     pub page: usize,
     pub file_pages: u64,
     pub threads: usize,
@@ -220,7 +243,10 @@ pub struct Worker<'a> {
 /// A thread's doublewrite area and the pages waiting for it.
 struct Doublewrite {
     file: File,
-    path: PathBuf,
+    /// The area's offset in `file`.
+    offset: u64,
+    /// The file to remove at the end, if it is one of ours.
+    path: Option<PathBuf>,
     /// The buffer the batch is written from (the pages in order).
     batch: AlignedBuf,
     pending: Vec<(u64, Instant)>,
@@ -242,24 +268,7 @@ impl<'a> Worker<'a> {
             .custom_flags(flags)
             .open(job.data)?;
         let doublewrite = if job.strategy == Strategy::Doublewrite {
-            let path = job.scratch.join(format!("doublewrite-{thread}"));
-            let file = OpenOptions::new()
-                .read(true)
-                .write(true)
-                .create(true)
-                .truncate(false)
-                .open(&path)?;
-            let len = job.page * job.doublewrite_batch;
-            // Written and durable once, so that the batches overwrite allocated blocks.
-            let batch = AlignedBuf::new(len, 4096);
-            file.write_all_at(batch.as_slice(), 0)?;
-            file.sync_all()?;
-            Some(Doublewrite {
-                file,
-                path,
-                batch,
-                pending: Vec::with_capacity(job.doublewrite_batch),
-            })
+            Some(Doublewrite::new(job, thread)?)
         } else {
             None
         };
@@ -296,10 +305,10 @@ impl<'a> Worker<'a> {
         Ok(result)
     }
 
-    /// The page offset the next write goes to.
+    /// The offset in the data file that the next write goes to.
     fn next_offset(&mut self) -> u64 {
         let page = self.job.page as u64;
-        match self.job.workload {
+        let relative = match self.job.workload {
             Workload::Seqwrite => {
                 let part = (self.job.file_pages / self.job.threads as u64).max(1);
                 let offset = (self.thread as u64 * part + self.next % part) * page;
@@ -307,7 +316,8 @@ impl<'a> Worker<'a> {
                 offset
             }
             _ => self.random_page() * page,
-        }
+        };
+        self.job.data_offset + relative
     }
 
     fn random_page(&mut self) -> u64 {
@@ -315,7 +325,7 @@ impl<'a> Worker<'a> {
     }
 
     fn read(&mut self, result: &mut ThreadResult) -> io::Result<()> {
-        let offset = self.random_page() * self.job.page as u64;
+        let offset = self.job.data_offset + self.random_page() * self.job.page as u64;
         let start = Instant::now();
         let n = self.file.read_at(self.buf.as_mut_slice(), offset)?;
         if n != self.job.page {
@@ -397,7 +407,8 @@ impl<'a> Worker<'a> {
             chunk.copy_from_slice(self.buf.as_slice());
             chunk[1] = i as u8;
         }
-        dw.file.write_all_at(&dw.batch.as_slice()[..len], 0)?;
+        dw.file
+            .write_all_at(&dw.batch.as_slice()[..len], dw.offset)?;
         dw.file.sync_data()?;
         let pending = std::mem::take(&mut dw.pending);
         for &(offset, _) in &pending {
@@ -444,8 +455,50 @@ impl<'a> Worker<'a> {
     }
 }
 
+impl Doublewrite {
+    /// Thread `thread`'s area, written and durable once, so that the batches overwrite
+    /// allocated blocks.
+    fn new(job: &Job<'_>, thread: usize) -> io::Result<Self> {
+        let len = job.page * job.doublewrite_batch;
+        let (file, offset, path) = match job.doublewrite_area {
+            DoublewriteArea::Dir(dir) => {
+                let path = dir.join(format!("doublewrite-{thread}"));
+                let file = OpenOptions::new()
+                    .read(true)
+                    .write(true)
+                    .create(true)
+                    .truncate(false)
+                    .open(&path)?;
+                (file, 0, Some(path))
+            }
+            DoublewriteArea::Device { path, offset, size } => {
+                if ((thread + 1) * len) as u64 > size {
+                    return Err(io::Error::other(format!(
+                        "no room for thread {thread}'s doublewrite area of {len} bytes in \
+                         {size} bytes"
+                    )));
+                }
+                let file = OpenOptions::new().read(true).write(true).open(path)?;
+                (file, offset + (thread * len) as u64, None)
+            }
+        };
+        let batch = AlignedBuf::new(len, 4096);
+        file.write_all_at(batch.as_slice(), offset)?;
+        file.sync_all()?;
+        Ok(Self {
+            file,
+            offset,
+            path,
+            batch,
+            pending: Vec::with_capacity(job.doublewrite_batch),
+        })
+    }
+}
+
 impl Drop for Doublewrite {
     fn drop(&mut self) {
-        let _ = std::fs::remove_file(&self.path);
+        if let Some(path) = &self.path {
+            let _ = std::fs::remove_file(path);
+        }
     }
 }
