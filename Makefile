@@ -13,7 +13,8 @@
 #   make exercise     a long run of the data-integrity exerciser (EXERCISE_DURATION, default
 #                     30m; EXERCISE_FS=xfs|ext4; SEED=n to replay a run)
 #   make crash        the power-cut campaign in the test guest (CUTS=N untorn cuts, default
-#                     2000, over XFS and ext4, with both negative controls; SEED=n to replay)
+#                     2000, over XFS and ext4, RAW_CUTS=N in raw mode, default 500, with both
+#                     negative controls of each; SEED=n to replay)
 #   make CLIPPY=1     build the modules with clippy
 #   make rust-analyzer  write rust-project.json for the kernel-side Rust
 #
@@ -47,9 +48,11 @@ pressure:
 
 # A cut costs seconds under TCG: the guest's time limit allows a minute per cut.
 CUTS ?= 2000
+RAW_CUTS ?= 500
 crash:
-	$(TESTING)/vm-run --timeout $$(( $(CUTS) * 60 + 1800 )) -- \
-		untorn crash --cuts $(CUTS) $(if $(SEED),--seed $(SEED))
+	$(TESTING)/vm-run --timeout $$(( ($(CUTS) + $(RAW_CUTS)) * 60 + 1800 )) -- \
+		untorn crash --lower xfs,ext4,raw --cuts $(CUTS) --raw-cuts $(RAW_CUTS) \
+		$(if $(SEED),--seed $(SEED))
 
 EXERCISE_DURATION ?= 30m
 EXERCISE_FS ?= xfs

@@ -129,9 +129,10 @@ enum Command {
     /// controls that must show torn units. Exits non-zero when untorn shows a tear or a loss, or
     /// a control shows no tear.
     Crash {
-        /// Lower filesystems (each gets an equal share of the cuts).
-        #[arg(long = "lower", value_delimiter = ',', default_value = "xfs,ext4")]
-        lowers: Vec<guest::FsType>,
+        /// Lower filesystems, and raw mode (untorn mounted on the device itself); each gets an
+        /// equal share of the cuts.
+        #[arg(long = "lower", value_delimiter = ',', default_value = "xfs,ext4,raw")]
+        lowers: Vec<guest::Lower>,
         /// Modes to run (default: untorn and both controls).
         #[arg(
             long = "mode",
@@ -139,9 +140,13 @@ enum Command {
             default_value = "untorn,buffered,no-atomic"
         )]
         modes: Vec<crash::Mode>,
-        /// Power cuts in untorn mode, over all lowers.
+        /// Power cuts in untorn mode, over all lowers (raw mode included, unless --raw-cuts is
+        /// given).
         #[arg(long, default_value_t = 100)]
         cuts: u64,
+        /// Power cuts in untorn mode in raw mode, instead of its share of --cuts.
+        #[arg(long)]
+        raw_cuts: Option<u64>,
         /// The most cuts a control makes on each lower; it stops at the first that shows torn
         /// units.
         #[arg(long, default_value_t = 20)]
@@ -152,17 +157,18 @@ enum Command {
         /// A cut comes after 1 to this many writes reach the device.
         #[arg(long, default_value_t = 64)]
         max_writes: u32,
-        /// Make a fresh filesystem every this many cuts.
+        /// Make a fresh filesystem every this many cuts (raw mode: zero the regions again).
         #[arg(long, default_value_t = 50)]
         mkfs_every: u64,
         /// Check the lower with xfs_repair -n / e2fsck -fn every this many cuts (and after the
-        /// last).
+        /// last); raw mode has no lower to check.
         #[arg(long, default_value_t = 10)]
         fsck_every: u64,
-        /// Writer threads (each with a directory and files of its own).
+        /// Writer threads (each with a directory and files of its own; raw mode: regions of
+        /// data of its own).
         #[arg(long, default_value_t = 2)]
         writers: usize,
-        /// Files per writer.
+        /// Files per writer (raw mode: regions per writer).
         #[arg(long, default_value_t = 3)]
         files: usize,
         /// Let tornblk reorder unflushed writes at a cut.
@@ -332,6 +338,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
             lowers,
             modes,
             cuts,
+            raw_cuts,
             control_cuts,
             seed,
             max_writes,
@@ -349,6 +356,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
                 lowers,
                 modes,
                 cuts,
+                raw_cuts,
                 control_cuts,
                 seed,
                 max_writes,

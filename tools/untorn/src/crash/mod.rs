@@ -10,6 +10,12 @@
 //! iterations also `xfs_repair -n` / `e2fsck -fn`. The same filesystem goes on to the next
 //! iteration; `mkfs` only every so often.
 //!
+//! In raw mode ([`Lower::Raw`]) there is no filesystem: untorn is mounted on the tornblk device
+//! itself, and each writer owns fixed regions of its one file `data` (one unit size each), which
+//! it writes with untorn writes (`RWF_ATOMIC`, or writethrough: the mode ioctl or the
+//! `writethrough=all` mount option, chosen per mount), `RWF_DSYNC` writes and `fsync`s. The
+//! device keeps its data from one iteration to the next; a fresh start zeroes the regions.
+//!
 //! Three modes: `untorn` (`RWF_ATOMIC` buffered writes and writethrough files), and two negative
 //! controls that must show torn units: `buffered` (plain buffered writes and `fsync`) and
 //! `no-atomic` (untorn's writes, with tornblk's `atomic_as_plain` treating `REQ_ATOMIC` as
@@ -19,7 +25,7 @@ pub mod model;
 
 use crate::{
     check::{self, tornblk::TornDev},
-    guest::{self, FsType, LoadedModule},
+    guest::{self, LoadedModule, Lower},
     progress::Progress,
     sys,
 };
@@ -29,7 +35,7 @@ use serde::Serialize;
 use std::{
     collections::BTreeMap,
     fs::{self, File, OpenOptions},
-    io::{self, IoSlice},
+    io::{self, IoSlice, Seek},
     path::{Path, PathBuf},
     sync::atomic::{AtomicBool, Ordering},
     time::{Duration, Instant},
@@ -70,22 +76,24 @@ impl Mode {
 /// The campaign's settings.
 #[derive(Clone, Debug)]
 pub struct Options {
-    pub lowers: Vec<FsType>,
+    pub lowers: Vec<Lower>,
     pub modes: Vec<Mode>,
-    /// Cuts in untorn mode, over all lowers (split evenly).
+    /// Cuts in untorn mode, over all targets (split evenly; raw takes `raw_cuts` instead if set).
     pub cuts: u64,
+    /// Cuts in untorn mode in raw mode, outside the split of `cuts`.
+    pub raw_cuts: Option<u64>,
     /// The most cuts a control runs on each lower; it stops at the first cut that shows torn
     /// units.
     pub control_cuts: u64,
     pub seed: u64,
     /// A cut comes after 1 to this many device writes.
     pub max_writes: u32,
-    /// A fresh filesystem every this many iterations.
+    /// A fresh filesystem (raw mode: fresh regions) every this many iterations.
     pub mkfs_every: u64,
     /// `xfs_repair -n` / `e2fsck -fn` every this many iterations (and after the last).
     pub fsck_every: u64,
     pub writers: usize,
-    /// Files per writer, at most.
+    /// Files per writer, at most (raw mode: regions per writer).
     pub files: usize,
     /// tornblk's `reorder`.
     pub reorder: bool,
@@ -112,18 +120,25 @@ const DEVICE_NAME: &str = "crash";
 const UNIT_SIZES: [usize; 5] = [4096, 8192, 16384, 32768, 65536];
 /// The largest file, in units.
 const MAX_UNITS: u64 = 48;
+/// Raw mode: the units of a region, and the space of each region on the device (room for
+/// [`RAW_UNITS`] of the largest size, so that every region starts aligned to every unit size).
+const RAW_UNITS: u64 = 16;
+const RAW_SLOT: u64 = RAW_UNITS * UNIT_SIZES[UNIT_SIZES.len() - 1] as u64;
+/// The one file of a raw mount.
+const DATA: &str = "data";
 /// Operations a writer makes without seeing a cut before the campaign cuts by command.
 const MAX_OPS: u64 = 5000;
 
-/// The results of one lower and mode.
+/// The results of one target and mode.
 #[derive(Clone, Debug, Serialize)]
 pub struct Row {
-    pub lower: FsType,
+    pub lower: Lower,
     pub mode: Mode,
     pub iterations: u64,
     pub cuts: u64,
     /// Cuts made by command because no armed cut came.
     pub forced_cuts: u64,
+    /// Fresh filesystems made (raw mode: fresh starts, the regions zeroed).
     pub mkfs: u64,
     pub fsck: u64,
     pub fsck_failed: u64,
@@ -142,10 +157,25 @@ pub struct Row {
     pub phases: BTreeMap<&'static str, f64>,
     /// The first problems, for the report.
     pub notes: Vec<String>,
+    /// Raw mode only: how the iterations wrote.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub raw: Option<RawStats>,
+}
+
+/// How raw mode's iterations wrote `data`.
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct RawStats {
+    /// Iterations by how the mount wrote `data` through: not at all (mode off: `RWF_ATOMIC`
+    /// only), marked by the mode ioctl, or `writethrough=all`.
+    pub through_off: u64,
+    pub through_marked: u64,
+    pub through_all: u64,
+    /// Writes acknowledged that had `RWF_DSYNC` (durable when acknowledged).
+    pub dsync_writes: u64,
 }
 
 impl Row {
-    fn new(lower: FsType, mode: Mode) -> Self {
+    fn new(lower: Lower, mode: Mode) -> Self {
         Self {
             lower,
             mode,
@@ -163,6 +193,7 @@ impl Row {
             seconds: 0.0,
             phases: BTreeMap::new(),
             notes: Vec::new(),
+            raw: (lower == Lower::Raw).then(RawStats::default),
         }
     }
 
@@ -269,7 +300,11 @@ impl Report {
                 r.cuts.to_string(),
                 r.forced_cuts.to_string(),
                 r.mkfs.to_string(),
-                format!("{}/{}", r.fsck - r.fsck_failed, r.fsck),
+                if r.lower == Lower::Raw {
+                    "-".to_string()
+                } else {
+                    format!("{}/{}", r.fsck - r.fsck_failed, r.fsck)
+                },
                 t.units.to_string(),
                 t.whole.to_string(),
                 t.initial.to_string(),
@@ -297,6 +332,20 @@ impl Report {
                 r.mode.name(),
                 phases.join(", ")
             );
+        }
+        for r in &self.rows {
+            if let Some(raw) = &r.raw {
+                out += &format!(
+                    "{} {}: data written through in {} iterations by the mode ioctl, {} by \
+                     writethrough=all, not in {}; RWF_DSYNC writes {}\n",
+                    r.lower.name(),
+                    r.mode.name(),
+                    raw.through_marked,
+                    raw.through_all,
+                    raw.through_off,
+                    raw.dsync_writes
+                );
+            }
         }
         for r in &self.rows {
             for note in &r.notes {
@@ -335,7 +384,7 @@ fn verdict(r: &Row) -> &'static str {
 
 /// Runs the campaign; `Err` only when it cannot run at all (a failed set-up).
 pub fn run(options: &Options) -> Result<Report> {
-    ensure!(!options.lowers.is_empty(), "no lower filesystem");
+    ensure!(!options.lowers.is_empty(), "no target: --lower names none");
     ensure!(!options.modes.is_empty(), "no mode");
     ensure!(
         options.writers > 0 && options.files > 0,
@@ -357,23 +406,7 @@ pub fn run(options: &Options) -> Result<Report> {
         check::tornblk::CONFIGFS
     );
 
-    let mut plan = Vec::new();
-    let per_lower = options.cuts.div_ceil(options.lowers.len() as u64);
-    let mut left = options.cuts;
-    for &lower in &options.lowers {
-        for &mode in &options.modes {
-            let cuts = if mode.is_control() {
-                options.control_cuts
-            } else {
-                let n = per_lower.min(left);
-                left -= n;
-                n
-            };
-            if cuts > 0 {
-                plan.push((lower, mode, cuts));
-            }
-        }
-    }
+    let plan = plan(options);
     let total: u64 = plan.iter().map(|p| p.2).sum();
     let mut progress = Progress::new(options.progress, total, "crash", "cuts");
     let mut rows = Vec::new();
@@ -392,6 +425,33 @@ pub fn run(options: &Options) -> Result<Report> {
     }
     progress.finish();
     Ok(Report::new(options.seed, rows))
+}
+
+/// The rows to run: `(target, mode, cuts)`, in the order of `--lower` and `--mode`. untorn mode's
+/// cuts are split evenly over the targets, but for raw mode when it has cuts of its own.
+fn plan(options: &Options) -> Vec<(Lower, Mode, u64)> {
+    let own = |t: Lower| t == Lower::Raw && options.raw_cuts.is_some();
+    let shared = options.lowers.iter().filter(|&&t| !own(t)).count() as u64;
+    let per_lower = options.cuts.div_ceil(shared.max(1));
+    let mut left = options.cuts;
+    let mut plan = Vec::new();
+    for &lower in &options.lowers {
+        for &mode in &options.modes {
+            let cuts = if mode.is_control() {
+                options.control_cuts
+            } else if own(lower) {
+                options.raw_cuts.unwrap_or_default()
+            } else {
+                let n = per_lower.min(left);
+                left -= n;
+                n
+            };
+            if cuts > 0 {
+                plan.push((lower, mode, cuts));
+            }
+        }
+    }
+    plan
 }
 
 /// The campaign's progress: a step per cut, a line per finished row.
@@ -426,35 +486,60 @@ impl Progress {
 // ---------------------------------------------------------------------------------------------
 // The rig: the device, the lower and untorn.
 
-/// The device with the lower filesystem and untorn mounted over `lower/crash`; whatever is
-/// still mounted is unmounted, and the device removed, when dropped.
+/// How a raw mount writes `data` through: the file's mode lasts only as long as the mount, so it
+/// is chosen at each mount, for the iteration that follows.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Through {
+    /// Mode off: only `RWF_ATOMIC` writes are untorn.
+    Off,
+    /// `data` marked writethrough with the mode ioctl.
+    Marked,
+    /// Mounted with `writethrough=all`.
+    All,
+}
+
+/// The device with the lower filesystem and untorn mounted over `lower/crash`, or (raw mode)
+/// untorn mounted on the device; whatever is still mounted is unmounted, and the device removed,
+/// when dropped.
 struct Rig {
     dev: TornDev,
-    fs: FsType,
-    lower_mnt: PathBuf,
+    target: Lower,
+    mode: Mode,
+    /// The lower's mount point (none in raw mode).
+    lower_mnt: Option<PathBuf>,
     top: PathBuf,
     lower_mounted: bool,
     top_mounted: bool,
+    /// Raw mode: how the current mount writes `data` through, and the choice of the next.
+    through: Through,
+    rng: SplitMix64,
 }
 
 impl Rig {
-    fn new(fs: FsType, mode: Mode, seed: u64, reorder: bool) -> Result<Self> {
+    fn new(target: Lower, mode: Mode, seed: u64, reorder: bool) -> Result<Self> {
         let mut settings = DEVICE.to_vec();
-        let seed = seed.to_string();
-        settings.push(("seed", &seed));
+        let seed_text = seed.to_string();
+        settings.push(("seed", &seed_text));
         settings.push(("reorder", if reorder { "1" } else { "0" }));
         settings.push((
             "atomic_as_plain",
             if mode == Mode::NoAtomic { "1" } else { "0" },
         ));
         let dev = TornDev::new(DEVICE_NAME, &settings)?;
+        let lower_mnt = match target {
+            Lower::Xfs | Lower::Ext4 => Some(guest::scratch_dir("crash-lower")?),
+            Lower::Raw => None,
+        };
         Ok(Self {
             dev,
-            fs,
-            lower_mnt: guest::scratch_dir("crash-lower")?,
+            target,
+            mode,
+            lower_mnt,
             top: guest::scratch_dir("crash-top")?,
             lower_mounted: false,
             top_mounted: false,
+            through: Through::Off,
+            rng: SplitMix64::new(untorn_logic::rng::hash(seed, 0, 0, 0x7a3)),
         })
     }
 
@@ -462,32 +547,96 @@ impl Rig {
         guest::path_str(&self.dev.disk)
     }
 
-    /// The directory untorn stacks over.
-    fn lower_dir(&self) -> PathBuf {
-        self.lower_mnt.join("crash")
+    fn lower_mnt(&self) -> Result<&Path> {
+        self.lower_mnt.as_deref().context("raw mode has no lower")
     }
 
-    fn mkfs(&mut self) -> Result<()> {
+    /// The directory untorn stacks over.
+    fn lower_dir(&self) -> Result<PathBuf> {
+        Ok(self.lower_mnt()?.join("crash"))
+    }
+
+    /// Raw mode: the one file.
+    fn data(&self) -> PathBuf {
+        self.top.join(DATA)
+    }
+
+    /// Whether the current raw mount writes `data` through (plain writes are untorn).
+    fn written_through(&self) -> bool {
+        self.through != Through::Off
+    }
+
+    /// A fresh start: a new filesystem with an empty directory under untorn, or (raw mode) the
+    /// first `area` bytes of the device zeroed through untorn and flushed.
+    fn fresh(&mut self, area: u64) -> Result<()> {
         self.unmount_all()?;
-        self.fs.mkfs_with_inodes(&self.dev.disk, None)?;
+        let Some(fs) = self.target.fs_type() else {
+            self.mount_top()?;
+            return zero(&self.data(), area);
+        };
+        fs.mkfs_with_inodes(&self.dev.disk, None)?;
         self.mount_lower()?;
-        fs::create_dir(self.lower_dir()).context("cannot create the lower directory")?;
+        fs::create_dir(self.lower_dir()?).context("cannot create the lower directory")?;
         self.mount_top()
     }
 
     fn mount_lower(&mut self) -> Result<()> {
-        let dir = guest::path_str(&self.lower_mnt)?.to_string();
-        guest::run("mount", &["-t", self.fs.name(), self.disk()?, &dir])
+        let Some(fs) = self.target.fs_type() else {
+            return Ok(());
+        };
+        let dir = guest::path_str(self.lower_mnt()?)?.to_string();
+        guest::run("mount", &["-t", fs.name(), self.disk()?, &dir])
             .context("mounting the lower")?;
         self.lower_mounted = true;
         Ok(())
     }
 
     fn mount_top(&mut self) -> Result<()> {
-        let lower = self.lower_dir();
+        if self.target == Lower::Raw {
+            return self.mount_raw();
+        }
+        let lower = self.lower_dir()?;
         let (lower, top) = (guest::path_str(&lower)?, guest::path_str(&self.top)?);
         guest::run("mount", &["-t", "untorn", lower, top]).context("mounting untorn")?;
         self.top_mounted = true;
+        Ok(())
+    }
+
+    /// Mounts untorn on the device, writing `data` through as chosen now (never for the
+    /// `buffered` control), and checks the mode the file reports.
+    fn mount_raw(&mut self) -> Result<()> {
+        self.through = match (self.mode, self.rng.below(3)) {
+            (Mode::Buffered, _) => Through::Off,
+            (_, 0) => Through::Off,
+            (_, 1) => Through::Marked,
+            _ => Through::All,
+        };
+        let top = guest::path_str(&self.top)?.to_string();
+        let disk = self.disk()?.to_string();
+        let mut args = vec!["-t", "untorn"];
+        if self.through == Through::All {
+            args.extend(["-o", "writethrough=all"]);
+        }
+        args.extend([disk.as_str(), top.as_str()]);
+        guest::run("mount", &args).context("mounting untorn on the device")?;
+        self.top_mounted = true;
+        let file = open_rw(&self.data(), false)?;
+        if self.through == Through::Marked {
+            set_way(&file, WriteWay::Writethrough)?;
+        }
+        let want = if self.written_through() {
+            FileMode::WRITETHROUGH
+        } else {
+            FileMode::OFF
+        };
+        let got = sys::get_mode(&file)
+            .map_err(|e| anyhow::anyhow!("reading the mode of data: {}", sys::describe(&e)))?;
+        ensure!(
+            got.effective == want,
+            "data's effective mode is {:#x} with {:?}, expected {want:#x}",
+            got.effective,
+            self.through
+        );
         Ok(())
     }
 
@@ -504,7 +653,7 @@ impl Rig {
             self.top_mounted = false;
         }
         if self.lower_mounted {
-            unmount(&self.lower_mnt)?;
+            unmount(self.lower_mnt()?)?;
             self.lower_mounted = false;
         }
         Ok(())
@@ -518,12 +667,13 @@ impl Rig {
         self.state().is_ok_and(|s| s == "off")
     }
 
-    /// Runs the lower's read-only checker on the unmounted device.
+    /// Runs the lower's read-only checker on the unmounted device; raw mode has none.
     fn fsck(&self) -> Result<()> {
         let disk = self.disk()?;
-        match self.fs {
-            FsType::Xfs => guest::run("xfs_repair", &["-n", disk]),
-            FsType::Ext4 => guest::run("e2fsck", &["-f", "-n", disk]),
+        match self.target {
+            Lower::Xfs => guest::run("xfs_repair", &["-n", disk]),
+            Lower::Ext4 => guest::run("e2fsck", &["-f", "-n", disk]),
+            Lower::Raw => return Ok(()),
         }
         .map(drop)
     }
@@ -538,8 +688,25 @@ impl Drop for Rig {
             let _ = self.dev.command("power_on");
         }
         let _ = fs::remove_dir(&self.top);
-        let _ = fs::remove_dir(&self.lower_mnt);
+        if let Some(dir) = &self.lower_mnt {
+            let _ = fs::remove_dir(dir);
+        }
     }
+}
+
+/// Zeroes the first `len` bytes of `path` and makes them durable.
+fn zero(path: &Path, len: u64) -> Result<()> {
+    let file = open_rw(path, false)?;
+    let chunk = vec![0u8; 1 << 20];
+    let mut offset = 0;
+    while offset < len {
+        let n = (len - offset).min(chunk.len() as u64) as usize;
+        std::os::unix::fs::FileExt::write_all_at(&file, &chunk[..n], offset)
+            .with_context(|| format!("zeroing {} at {offset}", path.display()))?;
+        offset += n as u64;
+    }
+    file.sync_all()
+        .with_context(|| format!("fsync of {}", path.display()))
 }
 
 fn unmount(dir: &Path) -> Result<()> {
@@ -556,18 +723,31 @@ fn unmount(dir: &Path) -> Result<()> {
 }
 
 // ---------------------------------------------------------------------------------------------
-// One lower and mode.
+// One target and mode.
 
 fn campaign(
     options: &Options,
-    lower: FsType,
+    target: Lower,
     mode: Mode,
     cuts: u64,
     seed: u64,
     row: &mut Row,
     progress: &mut Progress,
 ) -> Result<()> {
-    let mut rig = Rig::new(lower, mode, seed, options.reorder)?;
+    let mut rig = Rig::new(target, mode, seed, options.reorder)?;
+    // Raw mode: the regions of all writers, from the start of the device.
+    let area = (options.writers * options.files) as u64 * RAW_SLOT;
+    if target == Lower::Raw {
+        let size = File::open(&rig.dev.disk)
+            .and_then(|mut f| f.seek(io::SeekFrom::End(0)))
+            .with_context(|| format!("the size of {}", rig.dev.disk.display()))?;
+        ensure!(
+            area <= size,
+            "{} writers x {} regions of {RAW_SLOT} bytes do not fit the {size}-byte device",
+            options.writers,
+            options.files
+        );
+    }
     let mut rng = SplitMix64::new(seed);
     let mut writers: Vec<Writer> = Vec::new();
     let mut sizes = Vec::new();
@@ -576,17 +756,43 @@ fn campaign(
     for iteration in 0..cuts {
         let mut clock = Instant::now();
         if iteration % options.mkfs_every.max(1) == 0 {
-            rig.mkfs()?;
+            rig.fresh(area)?;
             row.mkfs += 1;
-            sizes = unit_sizes(&rig.top, mode)?;
+            sizes = unit_sizes(&rig, mode)?;
             writers = (0..options.writers)
-                .map(|w| Writer::new(w, &rig.top, mode, rng.next_u64()))
+                .map(|w| {
+                    let seed = rng.next_u64();
+                    match target {
+                        Lower::Xfs | Lower::Ext4 => Writer::new(w, &rig.top, mode, seed),
+                        Lower::Raw => Ok(Writer::new_raw(
+                            w,
+                            &rig.top,
+                            mode,
+                            seed,
+                            &sizes,
+                            options.files,
+                            &mut next_id,
+                        )),
+                    }
+                })
                 .collect::<Result<_>>()?;
             sys::sync();
             row.time("mkfs", &mut clock);
         }
+        if let Some(raw) = &mut row.raw {
+            *match rig.through {
+                Through::Off => &mut raw.through_off,
+                Through::Marked => &mut raw.through_marked,
+                Through::All => &mut raw.through_all,
+            } += 1;
+        }
         for w in &mut writers {
-            w.begin(&rig.top, &sizes, options.files, &mut next_id)?;
+            match target {
+                Lower::Xfs | Lower::Ext4 => {
+                    w.begin(&rig.top, &sizes, options.files, &mut next_id)?
+                }
+                Lower::Raw => w.begin_raw(&rig.top, rig.written_through())?,
+            }
         }
         // Cut at a random write from here on.
         rig.dev
@@ -653,13 +859,18 @@ fn campaign(
             }
             row.writes_acked += w.acked;
             row.fsyncs += w.fsyncs;
+            if let Some(raw) = &mut row.raw {
+                raw.dsync_writes += w.dsyncs;
+            }
         }
         sys::sync();
         row.time("check", &mut clock);
         since_fsck += 1;
         let last = iteration + 1 == cuts;
         let mkfs_next = (iteration + 1) % options.mkfs_every.max(1) == 0;
-        if since_fsck >= options.fsck_every.max(1) || last || mkfs_next {
+        // Raw mode has no filesystem to check.
+        let fsck_due = since_fsck >= options.fsck_every.max(1) || last || mkfs_next;
+        if fsck_due && target != Lower::Raw {
             since_fsck = 0;
             rig.unmount_all()?;
             row.fsck += 1;
@@ -675,7 +886,7 @@ fn campaign(
         progress.cut(row);
         if mode.is_control() && row.tally.torn > 0 {
             // The control has shown that the check sees tears.
-            if !last {
+            if !last && target != Lower::Raw {
                 rig.unmount_all()?;
                 row.fsck += 1;
                 if let Err(e) = rig.fsck() {
@@ -690,17 +901,24 @@ fn campaign(
     Ok(())
 }
 
-/// The unit sizes of this run: those untorn writes atomically on this lower (statx of a file),
-/// or all for plain buffered writes.
-fn unit_sizes(top: &Path, mode: Mode) -> Result<Vec<usize>> {
+/// The unit sizes of this run: those untorn writes atomically on this lower (statx of a file;
+/// raw mode: of `data`), or all for plain buffered writes.
+fn unit_sizes(rig: &Rig, mode: Mode) -> Result<Vec<usize>> {
     if mode == Mode::Buffered {
         return Ok(UNIT_SIZES.to_vec());
     }
-    let probe = top.join("probe");
-    File::create(&probe).with_context(|| format!("cannot create {}", probe.display()))?;
-    let stx = sys::statx(&probe, sys::STATX_WRITE_ATOMIC)
-        .with_context(|| format!("statx {}", probe.display()))?;
-    fs::remove_file(&probe)?;
+    let stx = if rig.target == Lower::Raw {
+        let data = rig.data();
+        sys::statx(&data, sys::STATX_WRITE_ATOMIC)
+            .with_context(|| format!("statx {}", data.display()))?
+    } else {
+        let probe = rig.top.join("probe");
+        File::create(&probe).with_context(|| format!("cannot create {}", probe.display()))?;
+        let stx = sys::statx(&probe, sys::STATX_WRITE_ATOMIC)
+            .with_context(|| format!("statx {}", probe.display()))?;
+        fs::remove_file(&probe)?;
+        stx
+    };
     let (min, max) = (
         stx.stx_atomic_write_unit_min as usize,
         stx.stx_atomic_write_unit_max as usize,
@@ -717,7 +935,8 @@ fn unit_sizes(top: &Path, mode: Mode) -> Result<Vec<usize>> {
 }
 
 // ---------------------------------------------------------------------------------------------
-// A writer: its own directory and files, so that its record needs no other thread's.
+// A writer: its own directory and files, so that its record needs no other thread's; in raw
+// mode, its own regions of `data`.
 
 struct Writer {
     dir_name: String,
@@ -731,6 +950,28 @@ struct Writer {
     renames: u64,
     acked: u64,
     fsyncs: u64,
+    /// Writes acknowledged with `RWF_DSYNC` (raw mode).
+    dsyncs: u64,
+    /// Raw mode: where each file of [`Self::files`] lies in `data`, and how it is written.
+    regions: Option<Vec<Region>>,
+}
+
+/// A writer's region of `data` in raw mode: [`RAW_UNITS`] units from `offset`.
+struct Region {
+    offset: u64,
+    /// How the region is written when `data` is written through; when it is not, plain writes
+    /// are buffered, and untorn writes must be `RWF_ATOMIC` ([`raw_way`]).
+    prefer: WriteWay,
+}
+
+/// How a raw region that prefers `prefer` is written in an iteration whose mount writes `data`
+/// through (`through`) or not: a plain write is untorn only in writethrough mode.
+fn raw_way(prefer: WriteWay, through: bool) -> WriteWay {
+    match (prefer, through) {
+        (WriteWay::Writethrough, false) => WriteWay::RwfAtomic,
+        (WriteWay::Buffered, true) => WriteWay::Writethrough,
+        (way, _) => way,
+    }
 }
 
 /// Whether an operation's failure is the cut's doing.
@@ -756,7 +997,82 @@ impl Writer {
             renames: 0,
             acked: 0,
             fsyncs: 0,
+            dsyncs: 0,
+            regions: None,
         })
+    }
+
+    /// Raw mode: writer `index` with `files` regions of `data` of its own, each of a unit size
+    /// among `sizes` and new unit ids, all units initial (a fresh start zeroed them).
+    fn new_raw(
+        index: usize,
+        top: &Path,
+        mode: Mode,
+        seed: u64,
+        sizes: &[usize],
+        files: usize,
+        next_id: &mut u64,
+    ) -> Self {
+        let mut rng = SplitMix64::new(seed);
+        let mut records = Vec::new();
+        let mut regions = Vec::new();
+        for f in 0..files {
+            let slot = (index * files + f) as u64;
+            let size = sizes[rng.below(sizes.len() as u32) as usize];
+            let prefer = match mode {
+                Mode::Buffered => WriteWay::Buffered,
+                _ if rng.below(2) == 0 => WriteWay::RwfAtomic,
+                _ => WriteWay::Writethrough,
+            };
+            let id = *next_id;
+            *next_id += 1;
+            let name = format!("r{slot}");
+            let mut rec = FileRecord::new(id, name.clone(), size, prefer);
+            model::rebase(&mut rec, name, &[0; RAW_UNITS as usize]);
+            records.push(rec);
+            regions.push(Region {
+                offset: slot * RAW_SLOT,
+                prefer,
+            });
+        }
+        Self {
+            dir_name: DATA.to_string(),
+            mode,
+            rng,
+            files: records,
+            open: Vec::new(),
+            dir: None,
+            top: top.to_path_buf(),
+            renames: 0,
+            acked: 0,
+            fsyncs: 0,
+            dsyncs: 0,
+            regions: Some(regions),
+        }
+    }
+
+    /// Raw mode: opens `data` for an iteration, in which the mount writes it through or not.
+    fn begin_raw(&mut self, top: &Path, through: bool) -> Result<()> {
+        self.top = top.to_path_buf();
+        self.acked = 0;
+        self.fsyncs = 0;
+        self.dsyncs = 0;
+        let regions = self.regions.as_ref().context("not a raw writer")?;
+        let file = open_rw(&top.join(DATA), false)?;
+        self.open.clear();
+        for (rec, region) in self.files.iter_mut().zip(regions) {
+            rec.way = raw_way(region.prefer, through);
+            self.open.push(Some(file.try_clone()?));
+        }
+        Ok(())
+    }
+
+    /// Where file `i`'s unit 0 lies in the file written (0 but in raw mode).
+    fn base(&self, i: usize) -> u64 {
+        self.regions
+            .as_ref()
+            .and_then(|r| r.get(i))
+            .map_or(0, |r| r.offset)
     }
 
     fn dir(&self) -> PathBuf {
@@ -829,7 +1145,7 @@ impl Writer {
         }
         self.open[i] = Some(file);
         for u in 0..units {
-            if let Outcome::Cut = self.write_unit(i, u)? {
+            if let Outcome::Cut = self.write_unit(i, u, false)? {
                 return Ok(Outcome::Cut);
             }
         }
@@ -860,7 +1176,9 @@ impl Writer {
         self.open[i].as_ref().context("file not open")
     }
 
-    fn write_unit(&mut self, i: usize, index: u64) -> Result<Outcome> {
+    /// Writes unit `index` of file `i` at a new version, with `RWF_DSYNC` if `dsync`.
+    fn write_unit(&mut self, i: usize, index: u64, dsync: bool) -> Result<Outcome> {
+        let base = self.base(i);
         let rec = &mut self.files[i];
         let len = rec.unit_size;
         let version = rec.unit(index).issue();
@@ -869,12 +1187,15 @@ impl Writer {
         let mut buf = sys::AlignedBuf::new(len, 4096);
         unit::fill_unit(buf.as_mut_slice(), UnitTag { unit: tag, version })
             .map_err(|e| anyhow::anyhow!("cannot fill a unit: {e:?}"))?;
-        let flags = if way == WriteWay::RwfAtomic {
+        let mut flags = if way == WriteWay::RwfAtomic {
             sys::RWF_ATOMIC
         } else {
             0
         };
-        let offset = index * len as u64;
+        if dsync {
+            flags |= sys::RWF_DSYNC;
+        }
+        let offset = base + index * len as u64;
         let result = sys::pwritev2(
             self.file(i)?,
             &[IoSlice::new(buf.as_slice())],
@@ -883,7 +1204,12 @@ impl Writer {
         );
         match result {
             Ok(n) if n == len => {
-                self.files[i].written(index, version, true);
+                if dsync {
+                    self.files[i].written_durable(index, version);
+                    self.dsyncs += 1;
+                } else {
+                    self.files[i].written(index, version, true);
+                }
                 self.acked += 1;
                 Ok(Outcome::Ok)
             }
@@ -908,7 +1234,15 @@ impl Writer {
         };
         match result {
             Ok(()) => {
-                self.files[i].synced();
+                if self.regions.is_some() {
+                    // All regions are one file: what the writer had acknowledged in any of them
+                    // is durable.
+                    for f in &mut self.files {
+                        f.synced();
+                    }
+                } else {
+                    self.files[i].synced();
+                }
                 self.fsyncs += 1;
                 Ok(Outcome::Ok)
             }
@@ -929,16 +1263,57 @@ impl Writer {
         }
     }
 
+    /// `sync_file_range(SYNC_FILE_RANGE_WRITE)` of the first `len` bytes of file `i` (of its
+    /// region in raw mode): writeback starts, nothing is flushed.
+    fn start_writeback(&mut self, i: usize, len: u64) -> Result<Outcome> {
+        let base = self.base(i);
+        // SAFETY: A file descriptor we own; no memory is passed.
+        let r = unsafe {
+            libc::sync_file_range(
+                std::os::fd::AsRawFd::as_raw_fd(self.file(i)?),
+                base as i64,
+                len as i64,
+                libc::SYNC_FILE_RANGE_WRITE,
+            )
+        };
+        if r == 0 {
+            Ok(Outcome::Ok)
+        } else {
+            self.failed(io::Error::last_os_error(), "sync_file_range")
+        }
+    }
+
+    /// One random operation in raw mode, on the writer's regions of `data`: write a unit (75%),
+    /// write a unit with `RWF_DSYNC` (8%), `fsync` or `fdatasync` (10%), start writeback of a
+    /// region (the rest).
+    fn step_raw(&mut self) -> Result<Outcome> {
+        let i = self.rng.below(self.files.len() as u32) as usize;
+        let units = self.files[i].size;
+        let index = u64::from(self.rng.below(units.max(1) as u32));
+        match self.rng.below(100) {
+            0..=74 => self.write_unit(i, index, false),
+            75..=82 => self.write_unit(i, index, true),
+            83..=92 => self.fsync(i),
+            _ => {
+                let len = self.files[i].unit_size as u64 * units;
+                self.start_writeback(i, len)
+            }
+        }
+    }
+
     /// One random operation.
     fn step(&mut self, files: usize) -> Result<Outcome> {
+        if self.regions.is_some() {
+            return self.step_raw();
+        }
         let i = self.rng.below(self.files.len() as u32) as usize;
         let size = self.files[i].size;
         match self.rng.below(100) {
             0..=69 => {
                 let index = u64::from(self.rng.below(size.max(1) as u32));
-                self.write_unit(i, index)
+                self.write_unit(i, index, false)
             }
-            70..=74 if size < MAX_UNITS => self.write_unit(i, size),
+            70..=74 if size < MAX_UNITS => self.write_unit(i, size, false),
             75..=77 if size < MAX_UNITS => {
                 let new = (size + 1 + u64::from(self.rng.below(4))).min(MAX_UNITS);
                 let len = new * self.files[i].unit_size as u64;
@@ -952,20 +1327,7 @@ impl Writer {
             78..=87 => self.fsync(i),
             88..=90 => {
                 let len = self.files[i].unit_size as u64 * size;
-                // SAFETY: A file descriptor we own; no memory is passed.
-                let r = unsafe {
-                    libc::sync_file_range(
-                        std::os::fd::AsRawFd::as_raw_fd(self.file(i)?),
-                        0,
-                        len as i64,
-                        libc::SYNC_FILE_RANGE_WRITE,
-                    )
-                };
-                if r == 0 {
-                    Ok(Outcome::Ok)
-                } else {
-                    self.failed(io::Error::last_os_error(), "sync_file_range")
-                }
+                self.start_writeback(i, len)
             }
             91..=94 => {
                 self.renames += 1;
@@ -1023,6 +1385,9 @@ impl Writer {
     /// (controls) and makes the found state the base of the next iteration. Returns the tally
     /// and notes on what was wrong.
     fn check(&mut self, top: &Path) -> Result<(Tally, Vec<String>)> {
+        if self.regions.is_some() {
+            return self.check_raw(top);
+        }
         self.top = top.to_path_buf();
         let mut tally = Tally::default();
         let mut notes = Vec::new();
@@ -1082,40 +1447,11 @@ impl Writer {
         for (i, seen) in keep {
             let mut rec = self.files[i].clone();
             let path = dir.join(&seen.name);
-            let mut versions = Vec::new();
-            let mut repair = Vec::new();
-            for (u, state) in seen.units.iter().enumerate() {
-                match state {
-                    UnitState::Initial => versions.push(0),
-                    UnitState::Whole(v) if rec.units.get(u).is_some_and(|r| r.allowed(*v)) => {
-                        versions.push(*v)
-                    }
-                    _ => {
-                        let v = rec.unit(u as u64).issue();
-                        repair.push((u as u64, v));
-                        versions.push(v);
-                    }
-                }
-            }
+            let (versions, repair) = model::repair_plan(&mut rec, &seen.units);
             if !repair.is_empty() || !seen.size_ok {
                 let file = open_rw(&path, false)?;
                 file.set_len(versions.len() as u64 * rec.unit_size as u64)?;
-                for &(u, v) in &repair {
-                    let mut buf = vec![0u8; rec.unit_size];
-                    unit::fill_unit(
-                        &mut buf,
-                        UnitTag {
-                            unit: rec.tag(u),
-                            version: v,
-                        },
-                    )
-                    .map_err(|e| anyhow::anyhow!("cannot fill a unit: {e:?}"))?;
-                    std::os::unix::fs::FileExt::write_all_at(
-                        &file,
-                        &buf,
-                        u * rec.unit_size as u64,
-                    )?;
-                }
+                rewrite_units(&file, &rec, 0, &repair)?;
                 file.sync_all()?;
             }
             model::rebase(&mut rec, seen.name, &versions);
@@ -1125,6 +1461,66 @@ impl Writer {
         File::open(&dir)?.sync_all()?;
         Ok((tally, notes))
     }
+
+    /// Raw mode: reads every region back after the cut through untorn and judges it; then
+    /// rewrites torn or corrupt units (controls) and makes the found state the base of the next
+    /// iteration.
+    fn check_raw(&mut self, top: &Path) -> Result<(Tally, Vec<String>)> {
+        self.top = top.to_path_buf();
+        let regions = self.regions.as_ref().context("not a raw writer")?;
+        let path = top.join(DATA);
+        let file = open_rw(&path, false)?;
+        let mut tally = Tally::default();
+        let mut notes = Vec::new();
+        let mut repaired = false;
+        for (rec, region) in self.files.iter_mut().zip(regions) {
+            let len = rec.unit_size;
+            let mut data = vec![0u8; len * rec.size as usize];
+            std::os::unix::fs::FileExt::read_exact_at(&file, &mut data, region.offset)
+                .with_context(|| format!("cannot read {} at {}", path.display(), region.offset))?;
+            let units = data
+                .chunks(len)
+                .enumerate()
+                .map(|(u, chunk)| {
+                    unit::inspect_unit(chunk, rec.tag(u as u64))
+                        .map_err(|e| anyhow::anyhow!("inspect: {e:?}"))
+                })
+                .collect::<Result<Vec<_>>>()?;
+            let seen = Observed {
+                name: rec.name().to_string(),
+                units,
+                size_ok: true,
+            };
+            tally += judge_noting(rec, Some(&seen), DATA, &mut notes);
+            let (versions, repair) = model::repair_plan(rec, &seen.units);
+            rewrite_units(&file, rec, region.offset, &repair)?;
+            repaired |= !repair.is_empty();
+            model::rebase(rec, seen.name, &versions);
+        }
+        if repaired {
+            file.sync_all()
+                .with_context(|| format!("fsync of {}", path.display()))?;
+        }
+        Ok((tally, notes))
+    }
+}
+
+/// Writes each unit `(index, version)` of `repair` of `rec`, whose unit 0 is at `base` of
+/// `file`.
+fn rewrite_units(file: &File, rec: &FileRecord, base: u64, repair: &[(u64, u64)]) -> Result<()> {
+    for &(u, v) in repair {
+        let mut buf = vec![0u8; rec.unit_size];
+        unit::fill_unit(
+            &mut buf,
+            UnitTag {
+                unit: rec.tag(u),
+                version: v,
+            },
+        )
+        .map_err(|e| anyhow::anyhow!("cannot fill a unit: {e:?}"))?;
+        std::os::unix::fs::FileExt::write_all_at(file, &buf, base + u * rec.unit_size as u64)?;
+    }
+    Ok(())
 }
 
 /// [`model::judge`], noting what was wrong.
@@ -1193,7 +1589,11 @@ fn set_way(file: &File, way: WriteWay) -> Result<()> {
 mod tests {
     use super::*;
 
-    fn row(lower: FsType, mode: Mode, cuts: u64, torn: u64, lost: u64) -> Row {
+    const XFS: Lower = Lower::Xfs;
+    const EXT4: Lower = Lower::Ext4;
+    const RAW: Lower = Lower::Raw;
+
+    fn row(lower: Lower, mode: Mode, cuts: u64, torn: u64, lost: u64) -> Row {
         let mut r = Row::new(lower, mode);
         r.cuts = cuts;
         r.tally.torn = torn;
@@ -1206,12 +1606,12 @@ mod tests {
         let report = Report::new(
             7,
             vec![
-                row(FsType::Xfs, Mode::Untorn, 50, 0, 0),
-                row(FsType::Xfs, Mode::Buffered, 1, 4, 0),
-                row(FsType::Xfs, Mode::NoAtomic, 2, 3, 0),
-                row(FsType::Ext4, Mode::Untorn, 50, 0, 0),
-                row(FsType::Ext4, Mode::Buffered, 3, 1, 0),
-                row(FsType::Ext4, Mode::NoAtomic, 1, 2, 0),
+                row(XFS, Mode::Untorn, 50, 0, 0),
+                row(XFS, Mode::Buffered, 1, 4, 0),
+                row(XFS, Mode::NoAtomic, 2, 3, 0),
+                row(EXT4, Mode::Untorn, 50, 0, 0),
+                row(EXT4, Mode::Buffered, 3, 1, 0),
+                row(EXT4, Mode::NoAtomic, 1, 2, 0),
             ],
         );
         assert!(report.passed);
@@ -1228,9 +1628,9 @@ mod tests {
     fn a_tear_a_loss_or_a_blind_control_fails() {
         let ok = || {
             vec![
-                row(FsType::Xfs, Mode::Untorn, 5, 0, 0),
-                row(FsType::Xfs, Mode::Buffered, 1, 1, 0),
-                row(FsType::Xfs, Mode::NoAtomic, 1, 1, 0),
+                row(XFS, Mode::Untorn, 5, 0, 0),
+                row(XFS, Mode::Buffered, 1, 1, 0),
+                row(XFS, Mode::NoAtomic, 1, 1, 0),
             ]
         };
         assert!(Report::new(1, ok()).passed);
@@ -1247,9 +1647,123 @@ mod tests {
         rows[0].fsck_failed = 1;
         assert!(!Report::new(1, rows).passed, "an fsck problem");
         assert!(!Report::new(1, vec![]).passed, "nothing ran");
-        let report = Report::new(1, vec![row(FsType::Xfs, Mode::Untorn, 5, 0, 0)]);
+        let report = Report::new(1, vec![row(XFS, Mode::Untorn, 5, 0, 0)]);
         assert!(report
             .last_line()
             .ends_with("buffered not run, no-atomic not run"));
+    }
+
+    #[test]
+    fn raw_rows_count_like_a_lower_and_have_no_fsck() {
+        let mut rows = vec![
+            row(XFS, Mode::Untorn, 100, 0, 0),
+            row(RAW, Mode::Untorn, 50, 0, 0),
+            row(RAW, Mode::Buffered, 1, 2, 0),
+            row(RAW, Mode::NoAtomic, 1, 3, 0),
+        ];
+        let report = Report::new(3, rows.clone());
+        assert!(report.passed);
+        assert_eq!(
+            report.last_line(),
+            "crash: 150 cuts, 0 torn, 0 lost; controls: buffered 2 torn, no-atomic 3 torn"
+        );
+        let text = report.text();
+        let raw_line = text
+            .lines()
+            .find(|l| l.starts_with("raw ") && l.contains(" untorn "))
+            .expect("a raw row");
+        assert!(
+            raw_line.split_whitespace().nth(5) == Some("-"),
+            "{raw_line}"
+        );
+        assert!(text.contains("raw untorn: data written through in 0 iterations"));
+        assert!(!text.contains("xfs untorn: data written"));
+        // A tear in raw mode fails the campaign like any other.
+        rows[1].tally.torn = 1;
+        assert!(!Report::new(3, rows).passed);
+        // The JSON names the target as --lower does, and only raw rows have raw stats.
+        let json = serde_json::to_value(Report::new(3, vec![row(XFS, Mode::Untorn, 1, 0, 0)]))
+            .expect("serializable");
+        assert_eq!(json["rows"][0]["lower"], "xfs");
+        assert!(json["rows"][0].get("raw").is_none());
+        let json = serde_json::to_value(Report::new(3, vec![row(RAW, Mode::Untorn, 1, 0, 0)]))
+            .expect("serializable");
+        assert_eq!(json["rows"][0]["lower"], "raw");
+        assert_eq!(json["rows"][0]["raw"]["through_all"], 0);
+    }
+
+    #[test]
+    fn targets_parse_as_lowers_do() {
+        use clap::ValueEnum;
+        for (text, target) in [("xfs", XFS), ("ext4", EXT4), ("raw", RAW)] {
+            assert_eq!(Lower::from_str(text, false), Ok(target));
+            assert_eq!(target.name(), text);
+        }
+        assert!(Lower::from_str("btrfs", false).is_err());
+    }
+
+    fn options(lowers: Vec<Lower>, cuts: u64, raw_cuts: Option<u64>) -> Options {
+        Options {
+            lowers,
+            modes: vec![Mode::Untorn, Mode::Buffered, Mode::NoAtomic],
+            cuts,
+            raw_cuts,
+            control_cuts: 5,
+            seed: 1,
+            max_writes: 64,
+            mkfs_every: 50,
+            fsck_every: 10,
+            writers: 2,
+            files: 3,
+            reorder: false,
+            modules: PathBuf::new(),
+            progress: false,
+        }
+    }
+
+    #[test]
+    fn raw_takes_a_share_of_the_cuts_or_its_own() {
+        let untorn = |plan: Vec<(Lower, Mode, u64)>| -> Vec<(Lower, u64)> {
+            plan.into_iter()
+                .filter(|p| p.1 == Mode::Untorn)
+                .map(|p| (p.0, p.2))
+                .collect()
+        };
+        // Unchanged for the lowers alone.
+        let plan = super::plan(&options(vec![XFS, EXT4], 200, None));
+        assert_eq!(untorn(plan.clone()), vec![(XFS, 100), (EXT4, 100)]);
+        assert_eq!(plan.len(), 6);
+        assert!(plan.iter().all(|p| p.1 == Mode::Untorn || p.2 == 5));
+        // Raw shares --cuts like a lower...
+        let plan = super::plan(&options(vec![XFS, EXT4, RAW], 90, None));
+        assert_eq!(untorn(plan), vec![(XFS, 30), (EXT4, 30), (RAW, 30)]);
+        // ... or has cuts of its own, and the controls of any target.
+        let plan = super::plan(&options(vec![XFS, EXT4, RAW], 200, Some(50)));
+        assert_eq!(plan.len(), 9);
+        assert_eq!(untorn(plan), vec![(XFS, 100), (EXT4, 100), (RAW, 50)]);
+        let plan = super::plan(&options(vec![RAW], 200, Some(7)));
+        assert_eq!(untorn(plan), vec![(RAW, 7)]);
+        let plan = super::plan(&options(vec![RAW], 20, None));
+        assert_eq!(untorn(plan), vec![(RAW, 20)]);
+    }
+
+    #[test]
+    fn raw_regions_write_untorn_only_as_the_mount_allows() {
+        use WriteWay::*;
+        // Without writethrough a plain write is buffered: an untorn one must be RWF_ATOMIC.
+        assert_eq!(raw_way(Writethrough, false), RwfAtomic);
+        assert_eq!(raw_way(Writethrough, true), Writethrough);
+        assert_eq!(raw_way(RwfAtomic, false), RwfAtomic);
+        assert_eq!(raw_way(RwfAtomic, true), RwfAtomic);
+        assert_eq!(raw_way(Buffered, false), Buffered);
+        assert_eq!(raw_way(Buffered, true), Writethrough);
+    }
+
+    #[test]
+    fn raw_slots_hold_a_region_of_the_largest_unit() {
+        for size in UNIT_SIZES {
+            assert_eq!(RAW_SLOT % size as u64, 0, "{size}-byte units stay aligned");
+            assert!(RAW_UNITS * size as u64 <= RAW_SLOT);
+        }
     }
 }

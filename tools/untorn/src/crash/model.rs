@@ -135,6 +135,14 @@ impl FileRecord {
         }
     }
 
+    /// A write of unit `index` at `version` with `RWF_DSYNC` was acknowledged: it is durable at
+    /// once (raw mode: a `REQ_FUA` write, or written back and flushed before the call returned).
+    pub fn written_durable(&mut self, index: u64, version: u64) {
+        self.written(index, version, true);
+        let unit = self.unit(index);
+        unit.durable = unit.durable.max(version);
+    }
+
     /// The file was extended to `size` units by `ftruncate` (possibly, if not `ok`).
     pub fn truncated_up(&mut self, size: u64, ok: bool) {
         self.max_size = self.max_size.max(size);
@@ -266,6 +274,28 @@ pub fn judge(file: &FileRecord, seen: Option<&Observed>) -> Tally {
     t
 }
 
+/// What to do with a file after its check: the version each unit holds from now on (0:
+/// initial), and the units to rewrite at a new version `(index, version)` because they showed
+/// no version the record allows (torn, corrupt, a foreign version).
+pub fn repair_plan(file: &mut FileRecord, seen: &[UnitState]) -> (Vec<u64>, Vec<(u64, u64)>) {
+    let mut versions = Vec::new();
+    let mut repair = Vec::new();
+    for (u, state) in seen.iter().enumerate() {
+        match state {
+            UnitState::Initial => versions.push(0),
+            UnitState::Whole(v) if file.units.get(u).is_some_and(|r| r.allowed(*v)) => {
+                versions.push(*v)
+            }
+            _ => {
+                let v = file.unit(u as u64).issue();
+                repair.push((u as u64, v));
+                versions.push(v);
+            }
+        }
+    }
+    (versions, repair)
+}
+
 /// After a check, the file as found becomes the base of the next iteration (the campaign
 /// repairs torn and corrupt units and syncs everything first). `versions` is the version each
 /// unit now durably holds (0: initial).
@@ -377,6 +407,65 @@ mod tests {
         f.name_synced();
         assert_eq!(judge(&f, Some(&at("f3"))).names_bad, 1);
         assert_eq!(judge(&f, None).files_lost, 1);
+    }
+
+    #[test]
+    fn a_dsync_write_is_durable_at_once() {
+        let mut f = file();
+        let v1 = f.unit(0).issue();
+        f.written_durable(0, v1);
+        let v2 = f.unit(0).issue();
+        f.written(0, v2, true);
+        assert_eq!((f.units[0].durable, f.units[0].acked), (v1, v2));
+        assert_eq!(judge(&f, Some(&seen(vec![UnitState::Initial]))).lost, 1);
+        assert_eq!(judge(&f, Some(&seen(vec![UnitState::Whole(v1)]))).whole, 1);
+        assert_eq!(judge(&f, Some(&seen(vec![UnitState::Whole(v2)]))).whole, 1);
+        // An fsync later keeps the newest acknowledged; a DSYNC write never lowers it.
+        f.synced();
+        let v3 = f.unit(1).issue();
+        f.written_durable(1, v3);
+        assert_eq!((f.units[0].durable, f.units[1].durable), (v2, v3));
+    }
+
+    #[test]
+    fn repairs_take_new_versions_and_keep_what_is_allowed() {
+        let mut f = file();
+        let v1 = f.unit(0).issue();
+        f.written(0, v1, true);
+        let v2 = f.unit(1).issue();
+        f.written(1, v2, true);
+        let seen = [
+            UnitState::Whole(v1),
+            UnitState::Torn {
+                oldest: 0,
+                newest: v2,
+            },
+            UnitState::Initial,
+            UnitState::Whole(99),
+        ];
+        let (versions, repair) = repair_plan(&mut f, &seen);
+        assert_eq!(repair.len(), 2);
+        let (r1, r3) = (repair[0], repair[1]);
+        assert_eq!((r1.0, r3.0), (1, 3));
+        assert!(r1.1 > v2, "a new version, never one written before");
+        assert_eq!(versions, vec![v1, r1.1, 0, r3.1]);
+        rebase(&mut f, "f3".into(), &versions);
+        assert_eq!(judge(&f, Some(&seen_all(&versions))).whole, 3);
+    }
+
+    fn seen_all(versions: &[u64]) -> Observed {
+        seen(
+            versions
+                .iter()
+                .map(|&v| {
+                    if v == 0 {
+                        UnitState::Initial
+                    } else {
+                        UnitState::Whole(v)
+                    }
+                })
+                .collect(),
+        )
     }
 
     #[test]
