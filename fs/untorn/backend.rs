@@ -305,6 +305,29 @@ impl DeviceBackend {
         inode.super_block().info().data.counters()
     }
 
+    /// Writes the first `len` bytes of `bounce` at `pos`: one `REQ_ATOMIC` bio if `atomic`, with
+    /// `REQ_FUA` for `O_DSYNC`/`O_SYNC` (`sync_flags`).
+    fn write_bounce(
+        &self,
+        inode: &Inode<Untorn>,
+        pos: i64,
+        bounce: &UserBounce<'_>,
+        len: usize,
+        atomic: bool,
+        sync_flags: i32,
+    ) -> Result {
+        let kind = WriteKind {
+            atomic,
+            fua: sync_flags != 0,
+        };
+        let pos = u64::try_from(pos).map_err(|_| EINVAL)?;
+        let result = self.device.write_bounce(bounce, 0, len, pos, kind);
+        if atomic && result.is_ok() {
+            Counters::inc(&Self::counters(inode).device_atomic_writes);
+        }
+        Self::account(inode, result, len, true)
+    }
+
     /// Counts a device request of `bytes`, and an error if it failed.
     fn account(inode: &Inode<Untorn>, result: Result, bytes: usize, write: bool) -> Result {
         let counters = Self::counters(inode);
@@ -393,18 +416,7 @@ impl Backend for DeviceBackend {
         bounce: &UserBounce<'_>,
         sync_flags: i32,
     ) -> Result {
-        let kind = WriteKind {
-            atomic: true,
-            fua: sync_flags != 0,
-        };
-        let pos = u64::try_from(pos).map_err(|_| EINVAL)?;
-        let result = self
-            .device
-            .write_bounce(bounce, 0, bounce.size(), pos, kind);
-        if result.is_ok() {
-            Counters::inc(&Self::counters(inode).device_atomic_writes);
-        }
-        Self::account(inode, result, bounce.size(), true)
+        self.write_bounce(inode, pos, bounce, bounce.size(), true, sync_flags)
     }
 
     fn write_range(
@@ -415,13 +427,7 @@ impl Backend for DeviceBackend {
         len: usize,
         sync_flags: i32,
     ) -> Result {
-        let kind = WriteKind {
-            atomic: false,
-            fua: sync_flags != 0,
-        };
-        let pos = u64::try_from(pos).map_err(|_| EINVAL)?;
-        let result = self.device.write_bounce(bounce, 0, len, pos, kind);
-        Self::account(inode, result, len, true)
+        self.write_bounce(inode, pos, bounce, len, false, sync_flags)
     }
 
     fn sync_range(&self, inode: &Inode<Untorn>, _start: i64, _end: i64, _datasync: bool) -> Result {

@@ -982,14 +982,12 @@ enum Outcome {
 }
 
 impl Writer {
-    fn new(index: usize, top: &Path, mode: Mode, seed: u64) -> Result<Self> {
-        let dir_name = format!("w{index}");
-        let dir = top.join(&dir_name);
-        fs::create_dir(&dir).with_context(|| format!("cannot create {}", dir.display()))?;
-        Ok(Self {
+    /// A writer with no files yet.
+    fn empty(dir_name: String, top: &Path, mode: Mode, rng: SplitMix64) -> Self {
+        Self {
             dir_name,
             mode,
-            rng: SplitMix64::new(seed),
+            rng,
             files: Vec::new(),
             open: Vec::new(),
             dir: None,
@@ -999,7 +997,14 @@ impl Writer {
             fsyncs: 0,
             dsyncs: 0,
             regions: None,
-        })
+        }
+    }
+
+    fn new(index: usize, top: &Path, mode: Mode, seed: u64) -> Result<Self> {
+        let dir_name = format!("w{index}");
+        let dir = top.join(&dir_name);
+        fs::create_dir(&dir).with_context(|| format!("cannot create {}", dir.display()))?;
+        Ok(Self::empty(dir_name, top, mode, SplitMix64::new(seed)))
     }
 
     /// Raw mode: writer `index` with `files` regions of `data` of its own, each of a unit size
@@ -1036,18 +1041,9 @@ impl Writer {
             });
         }
         Self {
-            dir_name: DATA.to_string(),
-            mode,
-            rng,
             files: records,
-            open: Vec::new(),
-            dir: None,
-            top: top.to_path_buf(),
-            renames: 0,
-            acked: 0,
-            fsyncs: 0,
-            dsyncs: 0,
             regions: Some(regions),
+            ..Self::empty(DATA.to_string(), top, mode, rng)
         }
     }
 
