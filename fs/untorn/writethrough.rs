@@ -6,8 +6,8 @@
 //! An eligible write (power-of-two length, naturally aligned, within the file's limits) is
 //! copied into a pinned bounce buffer, the folios of its range are locked in ascending order,
 //! storage writes the bounce untorn (the lower as one atomic direct write, or a device as one
-//! `REQ_ATOMIC` bio: `backend.rs`), and only then is the data copied into the folios, inside a publication slot, so that readers never see what the device does not
-//! have, nor half a unit.
+//! `REQ_ATOMIC` bio: `backend.rs`), and only then is the data copied into the folios, inside a
+//! publication slot, so that readers never see what the device does not have, nor half a unit.
 
 use kernel::{
     prelude::*,

@@ -209,9 +209,9 @@ impl<T: StackedFs> NewSuperBlock<T> {
         Self(sb, PhantomData)
     }
 
-    /// Sets the super block up over `lower_root`, through a private clone of its mount or,
-    /// if given, through `params.own_mount` (whose root `lower_root` is), and returns its root inode's lower dentry
-    /// reference for the root dentry. On error the super block is left for `kill_sb` to free.
+    /// Sets the super block up over `lower_root`, through a private clone of its mount or, if
+    /// given, through `params.own_mount` (whose root `lower_root` is), and returns it. On error
+    /// the super block is left for `kill_sb` to free.
     pub(crate) fn fill(
         self,
         lower_root: &bindings::path,
