@@ -14,7 +14,7 @@ use super::{
     tornblk::{self, TornDev},
     writethrough::{
         atomic_write, ensure_deltas, ensure_mode, expect_err, expect_written, open_ro, open_rw,
-        race_units, read_counters, set_mode, set_skip_publication, untorn_limits,
+        race_units, read_counters, set_mode, set_skip_publication, two_writers, untorn_limits,
         write_first_versions, RACE_CONTROL_TIME, RACE_TIME,
     },
     Env, Test,
@@ -119,6 +119,7 @@ const TESTS: &[(&str, RawTest)] = &[
     ("reads-from-device", reads_from_device),
     ("mmap-coherence", mmap_coherence),
     ("racing-atomic-writes-and-readers", racing_atomic_writes),
+    ("parallel-disjoint-writes", parallel_disjoint_writes),
     ("user-fault-leaves-old-data", user_fault_leaves_old_data),
     ("exclusive", exclusive),
     ("read-only", read_only),
@@ -573,6 +574,70 @@ fn racing_atomic_writes(raw: &mut RawMount) -> Result<()> {
             control.writes
         ),
     }
+}
+
+/// Untorn writes to disjoint ranges of the one file run in parallel (the inode lock shared):
+/// `writethrough_overlapped` grows. The control: with the set-user-ID bit on `data` (which the
+/// root writer keeps), every write must check privileges under the inode lock held exclusively,
+/// and the same writes never overlap.
+fn parallel_disjoint_writes(raw: &mut RawMount) -> Result<()> {
+    const UNITS: u64 = 16;
+    let limits = raw.expected_limits()?;
+    let unit = 16384u32.clamp(limits.unit_min(), limits.unit_max()) as u64;
+    let base = region(8);
+    let overlapped = |raw: &RawMount| -> Result<u64> {
+        Ok(read_counters(raw.mount.path())?
+            .get("writethrough_overlapped")
+            .copied()
+            .unwrap_or(0))
+    };
+    let path = raw.data();
+    let files = [open_rw(&path, false)?, open_rw(&path, false)?];
+    let race = |raw: &RawMount| -> Result<([u64; 2], u64)> {
+        let before = overlapped(raw)?;
+        let done = two_writers(&|t, n| {
+            // Thread 0 writes the first half of the units, thread 1 the second.
+            let i = t * UNITS / 2 + n % (UNITS / 2);
+            let data = pattern(100 + t * 1000 + n, unit as usize);
+            expect_written(
+                atomic_write(&files[t as usize], &data, base + i * unit),
+                unit as usize,
+                "an RWF_ATOMIC write to its own half",
+            )
+        })?;
+        ensure!(
+            done.iter().all(|&n| n > 0),
+            "a writer made no write: {done:?}"
+        );
+        Ok((done, overlapped(raw)?.saturating_sub(before)))
+    };
+    let (done, inside) = race(raw)?;
+    println!(
+        "#   {} and {} untorn writes, {inside} overlapped",
+        done[0], done[1]
+    );
+    ensure!(
+        inside > 0,
+        "untorn writes to disjoint ranges never overlapped ({done:?} writes): serialised"
+    );
+    let mode = |bits: u32| {
+        fs::set_permissions(&path, std::os::unix::fs::PermissionsExt::from_mode(bits))
+            .with_context(|| format!("chmod {bits:o} {}", path.display()))
+    };
+    mode(0o4600)?;
+    let control = race(raw);
+    mode(0o600)?;
+    let (done, serialised) = control?;
+    println!(
+        "#   control (set-user-ID): {} and {} writes, {serialised} overlapped",
+        done[0], done[1]
+    );
+    ensure!(
+        serialised == 0,
+        "the control: {serialised} writes overlapped although each held the inode lock \
+         exclusively, so the counter cannot tell parallel writes from serialised ones"
+    );
+    Ok(())
 }
 
 /// An untorn write from a buffer that faults part way is `EFAULT` and changes nothing, on the

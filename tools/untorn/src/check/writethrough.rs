@@ -1955,7 +1955,7 @@ const PARALLEL_TIME: Duration = Duration::from_secs(2);
 
 /// Runs `write(thread, n)` in two threads for [`PARALLEL_TIME`]; returns how many writes each
 /// thread made.
-fn two_writers(write: &(dyn Fn(u64, u64) -> Result<()> + Sync)) -> Result<[u64; 2]> {
+pub(super) fn two_writers(write: &(dyn Fn(u64, u64) -> Result<()> + Sync)) -> Result<[u64; 2]> {
     let stop = AtomicBool::new(false);
     let counts = [AtomicU64::new(0), AtomicU64::new(0)];
     let results: Vec<Result<()>> = std::thread::scope(|s| {
