@@ -169,9 +169,9 @@ pub(crate) unsafe extern "C" fn untorn_fill_super(
     _silent: bool,
 ) -> i32 {
     kernel::error::from_result(|| {
+        let backend = KBox::new(LowerFileBackend, GFP_KERNEL)?;
         // SAFETY: Per our contract.
-        let data =
-            unsafe { new_sb_data(sb, writethrough, KBox::new(LowerFileBackend, GFP_KERNEL)?) }?;
+        let data = unsafe { new_sb_data(sb, writethrough, backend) }?;
         // SAFETY: Per our contract.
         unsafe { ops::fill_super::<Untorn>(sb, lower, UNTORN_SUPER_MAGIC, data) }?;
         Ok(0)

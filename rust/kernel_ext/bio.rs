@@ -290,10 +290,10 @@ impl<'a> Bio<'a> {
         if end > folio.size() || self.used == self.segments || !self.aligned(len) {
             return Err(EINVAL);
         }
+        let (bio, folio_ptr) = (self.bio.as_ptr(), folio.as_ptr());
         // SAFETY: The bio is ours and unsubmitted; the range lies inside the folio, which is
         // borrowed for `'a` (type invariants).
-        let added =
-            unsafe { bindings::bio_add_folio(self.bio.as_ptr(), folio.as_ptr(), len, offset) };
+        let added = unsafe { bindings::bio_add_folio(bio, folio_ptr, len, offset) };
         if !added {
             return Err(EINVAL);
         }

@@ -92,8 +92,8 @@ impl PrivateMount {
             bindings::file_open_root(&root, name.as_char_ptr(), flags as i32, 0o600)
         })?;
         // SAFETY: `file` is the new file; `vfs_truncate()` takes its path by reference.
-        let truncated =
-            to_result(unsafe { bindings::vfs_truncate(&(*file).__bindgen_anon_1.f_path, size) });
+        let ret = unsafe { bindings::vfs_truncate(&(*file).__bindgen_anon_1.f_path, size) };
+        let truncated = to_result(ret);
         // SAFETY: Our reference from `file_open_root()`.
         unsafe { bindings::fput(file) };
         truncated?;
