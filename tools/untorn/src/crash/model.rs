@@ -81,6 +81,9 @@ pub struct FileRecord {
     pub names: Vec<String>,
     /// Whether the file's name is durable (it must exist after a cut).
     pub name_durable: bool,
+    /// A directory `fsync` after the last rename or creation returned success only once the
+    /// power was off, so its success proves nothing (see [`FileRecord::name_sync_unproven`]).
+    pub name_sync_unproven: bool,
     pub units: Vec<UnitRecord>,
     /// The size in units, as acknowledged.
     pub size: u64,
@@ -99,6 +102,7 @@ impl FileRecord {
             way,
             names: vec![name],
             name_durable: false,
+            name_sync_unproven: false,
             units: Vec::new(),
             size: 0,
             durable_size: 0,
@@ -169,6 +173,23 @@ impl FileRecord {
         let current = self.name().to_string();
         self.names = vec![current];
         self.name_durable = true;
+        self.name_sync_unproven = false;
+    }
+
+    /// A directory `fsync` returned success, but only after the power had gone off. XFS does
+    /// that without writing anything: the log's shutdown unpins the directory, and
+    /// `xfs_dir_fsync()` then finds nothing to force. The names stay as they were; the check
+    /// counts whether the newest one was there.
+    pub fn name_sync_unproven(&mut self) {
+        if self.names.len() > 1 || !self.name_durable {
+            self.name_sync_unproven = true;
+        }
+    }
+
+    /// Whether a file found under `seen` (or not found) shows that an unproven directory
+    /// `fsync` did not make its newest name durable.
+    pub fn unproven_name_lost(&self, seen: Option<&str>) -> bool {
+        self.name_sync_unproven && seen != Some(self.name())
     }
 }
 
@@ -310,6 +331,7 @@ pub fn rebase(file: &mut FileRecord, name: String, versions: &[u64]) {
     file.max_size = size;
     file.names = vec![name];
     file.name_durable = true;
+    file.name_sync_unproven = false;
 }
 
 #[cfg(test)]
@@ -407,6 +429,30 @@ mod tests {
         f.name_synced();
         assert_eq!(judge(&f, Some(&at("f3"))).names_bad, 1);
         assert_eq!(judge(&f, None).files_lost, 1);
+    }
+
+    #[test]
+    fn a_directory_sync_acknowledged_after_the_cut_proves_nothing() {
+        let mut f = file();
+        f.name_synced();
+        f.renamed("f3.1".into());
+        f.name_sync_unproven();
+        // Either name is allowed, and the check can tell which one the cut left.
+        let at = |name: &str| Observed {
+            name: name.into(),
+            units: vec![],
+            size_ok: true,
+        };
+        assert_eq!(judge(&f, Some(&at("f3"))), Tally::default());
+        assert_eq!(judge(&f, Some(&at("f3.1"))), Tally::default());
+        assert!(f.unproven_name_lost(Some("f3")));
+        assert!(!f.unproven_name_lost(Some("f3.1")));
+        // A proven sync later settles it.
+        f.name_synced();
+        assert!(!f.unproven_name_lost(Some("f3")));
+        // Nothing to prove: the name was already durable.
+        f.name_sync_unproven();
+        assert!(!f.unproven_name_lost(Some("f3")));
     }
 
     #[test]
