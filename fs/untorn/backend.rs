@@ -25,6 +25,11 @@ use crate::{
     Untorn,
 };
 
+/// The storage of `inode`'s mount.
+pub(crate) fn backend(inode: &Inode<Untorn>) -> &dyn Backend {
+    inode.super_block().info().data.backend()
+}
+
 /// A kind of storage for untorn's files. A new kind implements this and is chosen at mount
 /// (`super.rs`); nothing else changes.
 pub(crate) trait Backend: Send + Sync {

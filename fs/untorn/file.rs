@@ -6,7 +6,7 @@
 use kernel::{bindings, prelude::*};
 
 use crate::{
-    backend::Backend,
+    backend::backend,
     counters::Counters,
     kernel_ext::{
         bindings as ext,
@@ -18,11 +18,6 @@ use crate::{
     untorn_logic::mount_options::FileMode,
     writethrough, Untorn,
 };
-
-/// The mount's storage.
-fn backend(inode: &Inode<Untorn>) -> &dyn Backend {
-    inode.super_block().info().data.backend()
-}
 
 pub(crate) fn open(inode: &Inode<Untorn>, file: &UpperFile) -> Result {
     let path = file_lower_path(inode, file)?;

@@ -16,7 +16,7 @@ use kernel::{
 
 use crate::{
     aops,
-    backend::Backend,
+    backend::backend,
     counters::Counters,
     kernel_ext::{
         bounce::UserBounce,
@@ -28,11 +28,6 @@ use crate::{
     untorn_logic::atomic_write::{check, AtomicWriteError},
     Untorn,
 };
-
-/// The mount's storage.
-fn backend(inode: &Inode<Untorn>) -> &dyn Backend {
-    inode.super_block().info().data.backend()
-}
 
 /// Whether a write of `len` bytes at `pos` can be untorn: within the limits, and with an
 /// address space for the bounce buffer.
