@@ -7,38 +7,47 @@
 use kernel::prelude::*;
 
 use crate::{
+    backend::total_size,
     counters::Counters,
     kernel_ext::{
         folio::{Folio, FolioLock, LockedFolio, OwnedLockedFolio},
-        ops::Writeback,
+        ops::{Readahead, Writeback},
         task,
-        vfs::Inode,
+        vfs::{Inode, READ_FOLIOS_MAX},
     },
     Untorn,
 };
 
-/// Fills `folio` from storage: the bytes below our size, zeroes beyond.
-pub(crate) fn fill(inode: &Inode<Untorn>, folio: &impl FolioLock) -> Result {
-    let (pos, size) = (folio.pos(), inode.size());
+/// Fills the contiguous locked `folios` from storage with one read: the bytes below our size,
+/// zeroes beyond.
+pub(crate) fn fill(inode: &Inode<Untorn>, folios: &[&dyn FolioLock]) -> Result {
+    let Some(first) = folios.first() else {
+        return Ok(());
+    };
+    let (pos, size) = (first.pos(), inode.size());
     let valid = if pos >= size {
         0
     } else {
-        (size - pos).min(folio.size() as i64) as usize
+        (size - pos).min(total_size(folios) as i64) as usize
     };
     let mut filled = 0;
     if valid > 0 {
         let data = &inode.super_block().info().data;
-        filled = data.backend().read(inode, folio as &dyn FolioLock, valid)?;
+        filled = data.backend().read(inode, folios, valid)?;
         let counters = data.counters();
         Counters::add(&counters.reads, &counters.read_bytes, filled as u64);
     }
-    // Beyond storage's end of file (or ours) the folio reads as zeroes.
-    folio.zero(filled.min(valid), folio.size());
+    // Beyond storage's end of file (or ours) the folios read as zeroes.
+    let mut start = 0;
+    for folio in folios {
+        folio.zero(filled.min(valid).saturating_sub(start), folio.size());
+        start += folio.size();
+    }
     Ok(())
 }
 
 pub(crate) fn read_folio(inode: &Inode<Untorn>, folio: LockedFolio<'_>) -> Result {
-    match fill(inode, &folio) {
+    match fill(inode, &[&folio]) {
         Ok(()) => {
             folio.end_read(true);
             Ok(())
@@ -47,6 +56,39 @@ pub(crate) fn read_folio(inode: &Inode<Untorn>, folio: LockedFolio<'_>) -> Resul
             Counters::inc(&inode.super_block().info().data.counters().errors);
             folio.end_read(false);
             Err(e)
+        }
+    }
+}
+
+/// Fills a readahead request's folios in batches of up to [`READ_FOLIOS_MAX`], each with one
+/// storage read, rather than a read per folio.
+pub(crate) fn readahead(inode: &Inode<Untorn>, mut request: Readahead<'_>) {
+    loop {
+        let mut batch: [Option<OwnedLockedFolio>; READ_FOLIOS_MAX] =
+            [const { None }; READ_FOLIOS_MAX];
+        let mut count = 0;
+        while count < READ_FOLIOS_MAX {
+            let Some(folio) = request.next_folio() else {
+                break;
+            };
+            batch[count] = Some(folio);
+            count += 1;
+        }
+        let Some(head) = &batch[0] else {
+            return;
+        };
+        // Slots past `count` are never read: they repeat the first folio to fill the array.
+        let folios: [&dyn FolioLock; READ_FOLIOS_MAX] =
+            core::array::from_fn(|i| batch[i].as_ref().unwrap_or(head) as &dyn FolioLock);
+        let result = fill(inode, &folios[..count]);
+        if result.is_err() {
+            Counters::inc(&inode.super_block().info().data.counters().errors);
+        }
+        for folio in batch.into_iter().flatten() {
+            folio.end_read(result.is_ok());
+        }
+        if count < READ_FOLIOS_MAX {
+            return;
         }
     }
 }
@@ -66,7 +108,7 @@ pub(crate) fn write_begin(inode: &Inode<Untorn>, pos: i64, len: usize) -> Result
         // Wholly beyond the end of file: nothing to read.
         folio.zero(0, folio.size());
     } else {
-        fill(inode, &folio)?;
+        fill(inode, &[&folio])?;
     }
     folio.mark_uptodate();
     Ok(folio)

@@ -25,6 +25,11 @@ use crate::{
     Untorn,
 };
 
+/// The bytes that `folios` hold together.
+pub(crate) fn total_size(folios: &[&dyn FolioLock]) -> usize {
+    folios.iter().map(|f| f.size()).sum()
+}
+
 /// The storage of `inode`'s mount.
 pub(crate) fn backend(inode: &Inode<Untorn>) -> &dyn Backend {
     inode.super_block().info().data.backend()
@@ -63,9 +68,11 @@ pub(crate) trait Backend: Send + Sync {
     /// covers its range rounded out to it (up to the end of file).
     fn io_block(&self, inode: &Inode<Untorn>) -> u32;
 
-    /// Fills `folio` (locked, at its file position) from storage: at least the first `valid`
-    /// bytes, which lie below the end of file. Returns the bytes filled.
-    fn read(&self, inode: &Inode<Untorn>, folio: &dyn FolioLock, valid: usize) -> Result<usize>;
+    /// Fills the contiguous locked `folios` (at most [`READ_FOLIOS_MAX`]) from storage with one
+    /// read: at least the first `valid` bytes from the first folio's file position, which lie
+    /// below the end of file. Returns the bytes filled.
+    fn read(&self, inode: &Inode<Untorn>, folios: &[&dyn FolioLock], valid: usize)
+        -> Result<usize>;
 
     /// Writes bytes `offset..offset + len` of a folio that is locked or under writeback.
     fn write_folio(
@@ -193,18 +200,23 @@ impl Backend for LowerFileBackend {
             .unwrap_or(1)
     }
 
-    fn read(&self, inode: &Inode<Untorn>, folio: &dyn FolioLock, valid: usize) -> Result<usize> {
+    fn read(
+        &self,
+        inode: &Inode<Untorn>,
+        folios: &[&dyn FolioLock],
+        valid: usize,
+    ) -> Result<usize> {
         let lower = inode.data_file().ok_or(EIO)?;
-        let pos = folio.pos();
+        let pos = folios.first().ok_or(EINVAL)?.pos();
         let sb = inode.super_block();
         match Self::direct_alignment(inode, lower) {
             Some(align) => {
                 let len = round_up(valid as u64, align)
                     .map_err(|_| EINVAL)?
-                    .min(folio.size() as u64) as usize;
-                sb.as_mounter(|| lower.read_folio(folio, 0, len, pos, true))
+                    .min(total_size(folios) as u64) as usize;
+                sb.as_mounter(|| lower.read_folios(folios, len, pos, true))
             }
-            None => sb.as_mounter(|| lower.read_folio(folio, 0, valid, pos, false)),
+            None => sb.as_mounter(|| lower.read_folios(folios, valid, pos, false)),
         }
     }
 
@@ -390,14 +402,19 @@ impl Backend for DeviceBackend {
         self.device.logical_block_size()
     }
 
-    fn read(&self, inode: &Inode<Untorn>, folio: &dyn FolioLock, valid: usize) -> Result<usize> {
+    fn read(
+        &self,
+        inode: &Inode<Untorn>,
+        folios: &[&dyn FolioLock],
+        valid: usize,
+    ) -> Result<usize> {
         // The device's size is a multiple of its block, which is at most a page.
         let block = self.device.logical_block_size();
         let len = round_up(valid as u64, block)
             .map_err(|_| EINVAL)?
-            .min(folio.size() as u64) as usize;
-        let pos = u64::try_from(folio.pos()).map_err(|_| EINVAL)?;
-        let result = self.device.read_folio(folio, 0, len, pos);
+            .min(total_size(folios) as u64) as usize;
+        let pos = u64::try_from(folios.first().ok_or(EINVAL)?.pos()).map_err(|_| EINVAL)?;
+        let result = self.device.read_folios(folios, len, pos);
         Self::account(inode, result, len, false)?;
         Ok(len)
     }

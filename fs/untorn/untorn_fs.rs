@@ -29,8 +29,8 @@ use kernel_ext::{
     folio::{LockedFolio, OwnedLockedFolio},
     lower::Acl,
     ops::{
-        DelayedCall, Iattr, InValue, Kiocb, Kstat, OutBuffer, Registration, StackedFs, Statfs,
-        UpperFile, UserIter, Writeback,
+        DelayedCall, Iattr, InValue, Kiocb, Kstat, OutBuffer, Readahead, Registration, StackedFs,
+        Statfs, UpperFile, UserIter, Writeback,
     },
     vfs::{Dentry, DirContext, Inode, SuperBlock},
 };
@@ -224,6 +224,10 @@ impl StackedFs for Untorn {
 
     fn read_folio(inode: &Inode<Self>, folio: LockedFolio<'_>) -> Result {
         aops::read_folio(inode, folio)
+    }
+
+    fn readahead(inode: &Inode<Self>, request: Readahead<'_>) {
+        aops::readahead(inode, request)
     }
     fn writepages(inode: &Inode<Self>, wbc: &mut Writeback<'_>) -> Result {
         aops::writepages(inode, wbc)

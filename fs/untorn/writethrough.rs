@@ -235,7 +235,7 @@ fn write_chunk_locked(
                     continue;
                 }
                 if !folio.is_uptodate() {
-                    aops::fill(inode, folio)?;
+                    aops::fill(inode, &[folio])?;
                     folio.mark_uptodate();
                 }
                 bounce.copy_from_folio(

@@ -104,6 +104,17 @@ struct inode *untorn_helper_folio_host(struct folio *folio)
 	return folio->mapping->host;
 }
 
+struct inode *untorn_helper_readahead_host(struct readahead_control *rac)
+{
+	return rac->mapping->host;
+}
+
+/* The next folio of a readahead request, locked, with a reference the caller drops. */
+struct folio *untorn_helper_readahead_folio(struct readahead_control *rac)
+{
+	return __readahead_folio(rac);
+}
+
 struct dentry *untorn_helper_file_dentry(const struct file *file)
 {
 	return file->f_path.dentry;

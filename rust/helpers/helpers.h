@@ -67,6 +67,8 @@ void untorn_helper_i_size_write(struct inode *inode, loff_t size);
 unsigned int untorn_helper_i_blocksize(const struct inode *inode);
 bool untorn_helper_inode_is_new(struct inode *inode);
 struct inode *untorn_helper_folio_host(struct folio *folio);
+struct inode *untorn_helper_readahead_host(struct readahead_control *rac);
+struct folio *untorn_helper_readahead_folio(struct readahead_control *rac);
 struct dentry *untorn_helper_file_dentry(const struct file *file);
 void untorn_helper_inode_times(const struct inode *inode, struct timespec64 *mtime,
 			       struct timespec64 *ctime);

@@ -117,21 +117,35 @@ impl BlockDevice {
         Bio::new(self, BioOp::Flush, 0, 0)?.submit_and_wait()
     }
 
-    /// Reads `len` bytes at `pos` into the locked `folio` from `offset`; `pos` and `len` are
-    /// multiples of the logical block size.
-    pub fn read_folio(
-        &self,
-        folio: &(impl FolioLock + ?Sized),
-        offset: usize,
-        len: usize,
-        pos: u64,
-    ) -> Result {
-        let mut bio = Bio::new(self, BioOp::Read, pos, 1)?;
-        bio.add_folio(folio, offset, len)?;
-        bio.submit_and_wait()
+    /// Reads `len` bytes at `pos` into the contiguous locked `folios`, from the start of the
+    /// first, in as few bios as their number allows; `pos` and `len` are multiples of the
+    /// logical block size.
+    pub fn read_folios(&self, folios: &[&dyn FolioLock], len: usize, pos: u64) -> Result {
+        if folios.iter().map(|f| f.size()).sum::<usize>() < len {
+            return Err(EINVAL);
+        }
+        let mut left = len;
+        let mut at = pos;
+        for batch in folios.chunks(MAX_SEGMENTS) {
+            if left == 0 {
+                break;
+            }
+            let mut bio = Bio::new(self, BioOp::Read, at, batch.len())?;
+            for folio in batch {
+                let piece = left.min(folio.size());
+                if piece == 0 {
+                    break;
+                }
+                bio.add_folio(folio, 0, piece)?;
+                left -= piece;
+                at += piece as u64;
+            }
+            bio.submit_and_wait()?;
+        }
+        Ok(())
     }
 
-    /// Writes `len` bytes of `folio` from `offset` at `pos` (as for [`Self::read_folio`]); the
+    /// Writes `len` bytes of `folio` from `offset` at `pos` (as for [`Self::read_folios`]); the
     /// folio is locked or under writeback, so its content is stable.
     pub fn write_folio(
         &self,

@@ -207,17 +207,30 @@ impl OwnedLockedFolio {
         })))
     }
 
+    /// Ends a read: marks the folio up to date if `ok`, unlocks it and drops our reference.
+    pub fn end_read(self, ok: bool) {
+        let mut me = core::mem::ManuallyDrop::new(self);
+        // SAFETY: Locked by us (type invariant); `folio_end_read` unlocks it, and our
+        // reference is dropped once, after, as `Drop` is not run.
+        unsafe {
+            bindings::folio_end_read(me.0.as_ptr(), ok);
+            core::mem::ManuallyDrop::drop(&mut me.0);
+        }
+    }
+
     /// Gives the locked, referenced folio to the VFS (`write_begin`'s `*foliop`).
     pub(crate) fn into_raw(self) -> *mut bindings::folio {
         let me = core::mem::ManuallyDrop::new(self);
         me.0.as_ptr()
     }
 
-    /// Takes back a folio that `write_begin` returned.
+    /// Takes a locked folio and a reference to it: one that `write_begin` returned, or the
+    /// next folio of a readahead request.
     ///
     /// # Safety
     ///
-    /// `folio` came from [`Self::into_raw`] and is still locked.
+    /// `folio` is locked by the current thread, and the caller hands over a reference to it (as
+    /// [`Self::into_raw`] does).
     pub(crate) unsafe fn from_raw(folio: *mut bindings::folio) -> Self {
         // SAFETY: Per the contract.
         Self(core::mem::ManuallyDrop::new(unsafe {

@@ -8,7 +8,7 @@
 //! call the safe methods of the filesystem. The function-pointer types are checked against the
 //! bindgen'd structs, so a signature change in the kernel is a compile error here.
 
-use core::ptr;
+use core::ptr::{self, NonNull};
 
 use kernel::ffi::{c_char, c_void};
 
@@ -131,6 +131,9 @@ pub trait StackedFs: Sized + Send + Sync + 'static {
 
     /// Fills a locked folio from the lower file and ends the read.
     fn read_folio(inode: &Inode<Self>, folio: LockedFolio<'_>) -> Result;
+    /// Fills and unlocks the folios of a readahead request, as many as it likes from the
+    /// first (the VM unlocks the rest unread).
+    fn readahead(inode: &Inode<Self>, request: Readahead<'_>);
     /// Writes back dirty folios.
     fn writepages(inode: &Inode<Self>, wbc: &mut Writeback<'_>) -> Result;
     /// Gets the folio for a buffered write of `len` bytes at `pos`, locked and ready for the
@@ -593,6 +596,32 @@ impl Writeback<'_> {
     }
 }
 
+/// A readahead request of the VM (`struct readahead_control`): new folios of the mapping,
+/// locked and contiguous, for the filesystem to fill and unlock.
+///
+/// # Invariants
+///
+/// `rac` is the VM's request for the duration of one `->readahead` call, borrowed for `'a`.
+pub struct Readahead<'a> {
+    rac: NonNull<bindings::readahead_control>,
+    _call: core::marker::PhantomData<&'a mut bindings::readahead_control>,
+}
+
+impl Readahead<'_> {
+    /// The next folio of the request, locked, with a reference of its own; `None` at the end.
+    /// Folios not taken are unlocked, not read, by the VM after `->readahead` returns.
+    pub fn next_folio(&mut self) -> Option<OwnedLockedFolio> {
+        // SAFETY: The VM's request (type invariant); `__readahead_folio` hands over the next
+        // folio with a reference, or returns null.
+        let folio = unsafe { ext::untorn_helper_readahead_folio(self.rac.as_ptr()) };
+        if folio.is_null() {
+            return None;
+        }
+        // SAFETY: The folio is locked for us, and its reference is now ours.
+        Some(unsafe { OwnedLockedFolio::from_raw(folio) })
+    }
+}
+
 /// A null-terminated list of extended attribute handlers (`s_xattr`).
 #[repr(transparent)]
 pub struct XattrHandlers([*const bindings::xattr_handler; 2]);
@@ -713,6 +742,7 @@ impl<T: StackedFs> Tables<T> {
     /// Address space operations of regular files.
     pub const AOPS: bindings::address_space_operations = bindings::address_space_operations {
         read_folio: Some(Self::read_folio),
+        readahead: Some(Self::readahead),
         writepages: Some(Self::writepages),
         dirty_folio: Some(bindings::filemap_dirty_folio),
         write_begin: Some(Self::write_begin),
@@ -1385,6 +1415,23 @@ impl<T: StackedFs> Tables<T> {
             )
         };
         from_result(|| T::read_folio(inode, folio).map(|()| 0))
+    }
+
+    /// # Safety
+    ///
+    /// Called by the VFS with the arguments its contract for this operation guarantees.
+    unsafe extern "C" fn readahead(rac: *mut bindings::readahead_control) {
+        // SAFETY: The VM's request for one of our regular files' mappings, live for this call.
+        let (request, inode) = unsafe {
+            (
+                Readahead {
+                    rac: NonNull::new_unchecked(rac),
+                    _call: core::marker::PhantomData,
+                },
+                Inode::<T>::from_raw(ext::untorn_helper_readahead_host(rac)),
+            )
+        };
+        T::readahead(inode, request);
     }
 
     /// # Safety

@@ -26,6 +26,9 @@ use super::{
     ops::StackedFs,
 };
 
+/// The most folios [`LowerFile::read_folios`] reads at once (a readahead batch).
+pub const READ_FOLIOS_MAX: usize = 32;
+
 /// What the super block of a stacked filesystem owns (`s_fs_info`).
 pub struct SbInfo<T: StackedFs> {
     /// A private clone of the lower mount: later changes to the user's mount do not affect us.
@@ -927,18 +930,58 @@ impl LowerFile {
         self.rw(pos, iter, direct, write)
     }
 
-    /// Reads `len` bytes at `pos` into `folio` from `offset`, with direct I/O if `direct`;
-    /// returns the bytes read (fewer at end of file). The folio is locked by the caller, so no
-    /// one else sees the bytes before they are complete.
-    pub fn read_folio(
+    /// Reads `len` bytes at `pos` into the contiguous locked `folios`, from the start of the
+    /// first, in one read (with direct I/O if `direct`); returns the bytes read (fewer at end
+    /// of file). At most [`READ_FOLIOS_MAX`] folios.
+    pub fn read_folios(
         &self,
-        folio: &(impl FolioLock + ?Sized),
-        offset: usize,
+        folios: &[&dyn FolioLock],
         len: usize,
         pos: i64,
         direct: bool,
     ) -> Result<usize> {
-        self.rw_folio(folio, offset, len, pos, direct, false)
+        let total: usize = folios.iter().map(|f| f.size()).sum();
+        if folios.len() > READ_FOLIOS_MAX || len > total {
+            return Err(EINVAL);
+        }
+        let mut bvecs =
+            [const { core::mem::MaybeUninit::<bindings::bio_vec>::uninit() }; READ_FOLIOS_MAX];
+        let mut segments = 0;
+        let mut left = len;
+        for folio in folios {
+            if left == 0 {
+                break;
+            }
+            let piece = left.min(folio.size());
+            // SAFETY: Initialises the whole `bio_vec` for a range at the start of the folio
+            // (inside it, `piece <= size`), which the caller keeps locked beyond this
+            // synchronous read.
+            unsafe {
+                ext::untorn_helper_bvec_set_folio(
+                    bvecs[segments].as_mut_ptr(),
+                    folio.as_ptr(),
+                    piece as u32,
+                    0,
+                )
+            };
+            segments += 1;
+            left -= piece;
+        }
+        let mut iter = core::mem::MaybeUninit::<bindings::iov_iter>::uninit();
+        // SAFETY: The first `segments` bio_vecs were initialised above and cover `len` bytes;
+        // `iov_iter_bvec` initialises the iterator over them. Both outlive the synchronous
+        // read.
+        let iter = unsafe {
+            bindings::iov_iter_bvec(
+                iter.as_mut_ptr(),
+                bindings::ITER_DEST,
+                bvecs.as_ptr().cast(),
+                segments as kernel::ffi::c_ulong,
+                len,
+            );
+            iter.assume_init_mut()
+        };
+        self.rw(pos, iter, direct, false)
     }
 
     /// Writes `len` bytes of `folio` from `offset` at `pos`, with direct I/O if `direct`;

@@ -243,6 +243,7 @@ const UNTORN_ONLY: &[(&str, StackTest)] = &[
     ("mount-options-and-errors", mount_options_and_errors),
     ("unprivileged-mount-eperm", unprivileged_mount_eperm),
     ("debugfs-counters", debugfs_counters),
+    ("readahead-batches", readahead_batches),
 ];
 
 pub fn tests(env: &Env) -> Vec<Test> {
@@ -1950,6 +1951,47 @@ fn read_counters(mountpoint: &Path) -> Result<Counters> {
 
 fn delta(before: &Counters, after: &Counters, name: &str) -> u64 {
     after[name].wrapping_sub(before[name])
+}
+
+/// A cold sequential read fills the page cache with one lower read per readahead window
+/// (`->readahead` batches its folios), not one per folio: the first windows, of small folios,
+/// would otherwise take a read each.
+fn readahead_batches(_: &Env, stack: &mut Stack) -> Result<()> {
+    const N: usize = 4 << 20;
+    const PIECE: usize = 64 << 10;
+    // The largest readahead window, the bdi's default `ra_pages`.
+    const WINDOW: usize = 128 << 10;
+    let source = stack.lower_dir().join("readahead-source");
+    fs::create_dir(&source)?;
+    let mut mounted = Mounted::mount(UNTORN, guest::path_str(&source)?, "")?;
+    let data = pattern(77, N);
+    create_with(&mounted.path().join("f"), &data)?.sync_all()?;
+    mounted.cycle()?;
+    let before = read_counters(mounted.path())?;
+    let f = File::open(mounted.path().join("f"))?;
+    let mut back = vec![0u8; N];
+    for (i, piece) in back.chunks_mut(PIECE).enumerate() {
+        f.read_exact_at(piece, (i * PIECE) as u64)
+            .with_context(|| format!("read of {PIECE} bytes at {}", i * PIECE))?;
+    }
+    ensure_bytes(&back, &data, "a cold sequential read")?;
+    let after = read_counters(mounted.path())?;
+    let (reads, bytes) = (
+        delta(&before, &after, "reads"),
+        delta(&before, &after, "read_bytes"),
+    );
+    let windows = (N / WINDOW) as u64;
+    println!("#   a cold sequential read of {N} bytes: {reads} lower reads of {bytes} bytes");
+    ensure!(
+        bytes >= N as u64,
+        "read_bytes grew by {bytes}, less than {N}"
+    );
+    ensure!(
+        reads <= windows + 4,
+        "{reads} lower reads for {N} bytes, more than one per {WINDOW}-byte readahead window \
+         ({windows}) and a few: readahead is not batched"
+    );
+    Ok(())
 }
 
 fn debugfs_counters(_: &Env, stack: &mut Stack) -> Result<()> {
