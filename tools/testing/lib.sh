@@ -6,6 +6,7 @@
 #     tools/       bindgen and the virtme-ng virtual environment
 #     src/         the unpacked kernel source, one directory per Debian version
 #     kernel/      built kernels, one directory per (source, flavour config, rustc, bindgen) key
+#     postgres/    PostgreSQL built by build-postgres, one directory per (source, patch) key
 #     kvm-probe    whether KVM can boot our kernels on this machine (see vm-run)
 # Remove the directory to start from scratch.
 
@@ -17,6 +18,11 @@ UNTORN_TOOLS=$UNTORN_CACHE/tools
 # version, fetch-kernel-source takes the newest 7.3.x it has and says so.
 KERNEL_PACKAGE=linux-source-7.3
 KERNEL_PACKAGE_VERSION=7.3.4-1~bpo13+1
+
+# The Debian source package PostgreSQL is built from (build-postgres), from trixie's deb-src.
+# When the archive no longer has this exact version, build-postgres takes the newest 17.x.
+POSTGRES_PACKAGE=postgresql-17
+POSTGRES_PACKAGE_VERSION=17.11-0+deb13u1
 
 BINDGEN_VERSION=0.72.1
 VIRTME_NG_VERSION=1.42
