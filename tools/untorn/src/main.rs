@@ -250,7 +250,10 @@ fn run(cli: Cli) -> Result<ExitCode> {
                 return Ok(ExitCode::SUCCESS);
             }
             let summary = check::run(&env, filter.as_deref())?;
-            println!("# {} passed, {} failed", summary.passed, summary.failed);
+            println!(
+                "# {} passed, {} failed, {} skipped",
+                summary.passed, summary.failed, summary.skipped
+            );
             Ok(if summary.failed == 0 {
                 ExitCode::SUCCESS
             } else {

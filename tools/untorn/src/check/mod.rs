@@ -2,8 +2,10 @@
 
 //! `untorn check`: the guest tests, reported as TAP.
 //!
-//! Each test asserts a real outcome in the running kernel; there is no skipping: a test whose
-//! device or module is missing fails and says what is missing.
+//! Each test asserts a real outcome in the running kernel; a test whose device or module is
+//! missing fails and says what is missing. The one exception is what the project builds only
+//! on request, outside `make`: a test that needs it returns [`Skip`] without it, reported as
+//! TAP's `# SKIP` with the reason.
 //!
 //! Consecutive tests of one *group* share a fixture (e.g. a lower filesystem with untorn
 //! mounted over it), made by the first test of the group that runs and released when a test of
@@ -221,6 +223,20 @@ fn hang_report(what: &str, tid: i32, limit: std::time::Duration) -> ! {
     std::process::exit(1)
 }
 
+/// The error of a test that cannot run here, with the reason: reported as TAP's
+/// `ok N - name # SKIP reason`, counted as skipped, never as passed. Only for what the project
+/// builds on request (PostgreSQL); a missing device or module is a failure.
+#[derive(Debug)]
+pub struct Skip(pub String);
+
+impl std::fmt::Display for Skip {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "skipped: {}", self.0)
+    }
+}
+
+impl std::error::Error for Skip {}
+
 /// The body of a test: `Ok` when every assertion held.
 type TestFn = Box<dyn Fn(&Env) -> Result<()>>;
 
@@ -259,6 +275,34 @@ impl Test {
 pub struct Summary {
     pub passed: usize,
     pub failed: usize,
+    pub skipped: usize,
+}
+
+impl Summary {
+    /// Counts a test's result and returns its TAP lines: `ok`, `ok ... # SKIP reason` for a
+    /// [`Skip`], or `not ok` followed by the error.
+    fn record(&mut self, n: usize, name: &str, result: Result<()>, secs: f64) -> String {
+        match result {
+            Ok(()) => {
+                self.passed += 1;
+                format!("ok {n} - {name} # {secs:.1}s\n")
+            }
+            Err(e) => match e.downcast::<Skip>() {
+                Ok(Skip(reason)) => {
+                    self.skipped += 1;
+                    format!("ok {n} - {name} # SKIP {reason}\n")
+                }
+                Err(e) => {
+                    self.failed += 1;
+                    let mut lines = format!("not ok {n} - {name} # {secs:.1}s\n");
+                    for line in format!("{e:#}").lines() {
+                        lines += &format!("#   {line}\n");
+                    }
+                    lines
+                }
+            },
+        }
+    }
 }
 
 /// Every test, in order. In reference mode only the tests that can run on a plain lower
@@ -301,21 +345,36 @@ pub fn run(env: &Env, filter: Option<&str>) -> Result<Summary> {
         let start = Instant::now();
         let result = (test.run)(env);
         let secs = start.elapsed().as_secs_f64();
-        match result {
-            Ok(()) => {
-                summary.passed += 1;
-                writeln!(out, "ok {n} - {} # {secs:.1}s", test.name)?;
-            }
-            Err(e) => {
-                summary.failed += 1;
-                writeln!(out, "not ok {n} - {} # {secs:.1}s", test.name)?;
-                for line in format!("{e:#}").lines() {
-                    writeln!(out, "#   {line}")?;
-                }
-            }
-        }
+        write!(out, "{}", summary.record(n, &test.name, result, secs))?;
         out.flush()?;
     }
     env.release_fixture_unless(None);
     Ok(summary)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_skip_is_reported_and_counted_as_skipped_not_passed() {
+        let mut summary = Summary::default();
+        let skip = Err(Skip("no build".into()).into());
+        assert_eq!(
+            summary.record(1, "t/a", skip, 0.0),
+            "ok 1 - t/a # SKIP no build\n"
+        );
+        // A skip under context is still a skip.
+        let wrapped = Err(anyhow::Error::from(Skip("again".into())).context("outer"));
+        assert_eq!(
+            summary.record(2, "t/b", wrapped, 0.0),
+            "ok 2 - t/b # SKIP again\n"
+        );
+        assert_eq!(
+            summary.record(3, "t/c", Err(anyhow!("broken")), 1.25),
+            "not ok 3 - t/c # 1.2s\n#   broken\n"
+        );
+        assert_eq!(summary.record(4, "t/d", Ok(()), 2.0), "ok 4 - t/d # 2.0s\n");
+        assert_eq!((summary.passed, summary.failed, summary.skipped), (1, 1, 2));
+    }
 }
