@@ -4,14 +4,15 @@
 //!
 //! Each test asserts a real outcome in the running kernel; a test whose device or module is
 //! missing fails and says what is missing. The one exception is what the project builds only
-//! on request, outside `make`: a test that needs it returns [`Skip`] without it, reported as
-//! TAP's `# SKIP` with the reason.
+//! on request, outside `make`: the PostgreSQL tests need `tools/testing/build-postgres`'s
+//! build, and without it they return [`Skip`], reported as TAP's `# SKIP` with the reason.
 //!
 //! Consecutive tests of one *group* share a fixture (e.g. a lower filesystem with untorn
 //! mounted over it), made by the first test of the group that runs and released when a test of
 //! another group comes, so that a slow set-up under TCG is paid once per group.
 
 mod foundation;
+mod postgres;
 mod pressure;
 mod raw;
 mod stacking;
@@ -324,6 +325,7 @@ pub fn all_tests(env: &Env) -> Result<Vec<Test>> {
     tests.extend(writethrough::tests(env));
     if !env.reference {
         tests.extend(raw::tests());
+        tests.extend(postgres::tests());
     }
     tests.extend(pressure);
     Ok(tests)
