@@ -15,6 +15,8 @@
 #   make crash        the power-cut campaign in the test guest (CUTS=N untorn cuts, default
 #                     2000, over XFS and ext4, RAW_CUTS=N in raw mode, default 500, with both
 #                     negative controls of each; SEED=n to replay)
+#   make postgres     build PostgreSQL 17 with tools/postgres/*.patch into the cache (about
+#                     4 minutes cold; make check does it too); prints the install directory
 #   make CLIPPY=1     build the modules with clippy
 #   make rust-analyzer  write rust-project.json for the kernel-side Rust
 #
@@ -24,7 +26,7 @@
 FLAVOUR ?= test
 TESTING := tools/testing
 
-.PHONY: all modules tool deps check bench crash exercise pressure rust-analyzer fmt clean distclean
+.PHONY: all modules tool deps check bench crash exercise pressure postgres rust-analyzer fmt clean distclean
 
 all: modules tool
 
@@ -42,6 +44,9 @@ check:
 
 bench:
 	$(TESTING)/run-bench
+
+postgres:
+	$(TESTING)/build-postgres
 
 pressure:
 	$(TESTING)/vm-run --device scsi_debug --timeout 3600 -- untorn check --pressure --filter pressure/
