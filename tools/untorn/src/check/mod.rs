@@ -16,6 +16,7 @@ mod postgres;
 mod pressure;
 mod raw;
 mod stacking;
+mod subject;
 pub(crate) mod tornblk;
 mod writethrough;
 

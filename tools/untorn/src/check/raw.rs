@@ -6,16 +6,19 @@
 //!
 //! The tests of the `raw/scsi_debug` group share one raw mount of the `scsi_debug atomic_wr=1`
 //! disk; each uses its own 16 MiB region of the device, and checks what reaches the device by
-//! reading it with `O_DIRECT` (no fsync). Two tests use devices of their own: tornblk with other
-//! atomic limits, and a loop device, which has no atomic writes.
+//! reading it with `O_DIRECT` (no fsync). Besides the tests of raw mode's own, the group runs the
+//! writethrough tests that serve both modes (`writethrough.rs`, through [`Subject`]); the
+//! `raw/tornblk` group runs those of them that also run over tornblk, on a raw mount of tornblk.
+//! Two tests use devices of their own: tornblk with other atomic limits, and a loop device,
+//! which has no atomic writes.
 
 use super::{
     stacking::{ensure_bytes, read_at, UNTORN},
+    subject::Subject,
     tornblk::{self, TornDev},
     writethrough::{
-        atomic_write, ensure_deltas, ensure_mode, expect_err, expect_written, open_ro, open_rw,
-        race_units, read_counters, set_mode, set_skip_publication, two_writers, untorn_limits,
-        write_first_versions, RACE_CONTROL_TIME, RACE_TIME,
+        self, atomic_write, ensure_mode, expect_err, expect_written, open_ro, open_rw,
+        read_counters, set_mode, untorn_limits, TORNBLK_DEVICE,
     },
     Env, Test,
 };
@@ -23,7 +26,7 @@ use crate::{
     exercise::pattern,
     guest::{self, LoadedModule, Mounted},
     limits::FileLimits,
-    sys::{self, AlignedBuf, Mapping, PartlyMapped, Tail},
+    sys::{self, AlignedBuf},
 };
 use anyhow::{bail, ensure, Context, Result};
 use std::{
@@ -32,44 +35,67 @@ use std::{
     os::unix::fs::{FileExt, OpenOptionsExt},
     path::{Path, PathBuf},
 };
-use untorn_logic::{
-    atomic_write::AtomicWriteLimits,
-    mount_options::FileMode,
-    unit::{inspect_unit, UnitState},
-};
+use untorn_logic::{atomic_write::AtomicWriteLimits, mount_options::FileMode};
 
 /// The name of the one file of a raw mount.
 const DATA: &str = "data";
 /// `statfs`'s `f_type` of untorn.
 const UNTORN_MAGIC: i64 = 0x756e_746f;
-/// `statx`'s `atomic_write_segments_max` through untorn (`UIO_MAXIOV`).
-const SEGMENTS_MAX: u32 = 1024;
 /// Each test's region of the device.
 const REGION: u64 = 16 << 20;
 
 /// A raw mount of a device; dropped in this order: the mount, the module, the device's owner.
-struct RawMount {
+pub(super) struct RawMount {
     mount: Mounted,
     device: PathBuf,
+    /// The device's size.
+    size: u64,
+    /// The next region a test may take.
+    next_region: u64,
     _module: LoadedModule,
     _owner: Option<Box<dyn std::any::Any>>,
 }
 
 impl RawMount {
     fn new(env: &Env, device: &Path, owner: Option<Box<dyn std::any::Any>>) -> Result<Self> {
+        let size = device_size(device)?;
         let module = super::load_untorn(&env.modules_dir)?;
         let mount = Mounted::mount(UNTORN, guest::path_str(device)?, "")
             .with_context(|| format!("cannot mount untorn on the device {}", device.display()))?;
         Ok(Self {
             mount,
             device: device.to_path_buf(),
+            size,
+            next_region: 0,
             _module: module,
             _owner: owner,
         })
     }
 
-    fn data(&self) -> PathBuf {
+    pub(super) fn data(&self) -> PathBuf {
         self.mount.path().join(DATA)
+    }
+
+    pub(super) fn device(&self) -> &Path {
+        &self.device
+    }
+
+    pub(super) fn mount_path(&self) -> &Path {
+        self.mount.path()
+    }
+
+    /// The offset of a region of the device no other test of this mount has taken, so that the
+    /// tests of one mount do not see each other's bytes.
+    pub(super) fn take_region(&mut self) -> Result<u64> {
+        let offset = self.next_region * REGION;
+        ensure!(
+            offset + REGION <= self.size,
+            "{} ({} bytes) has no region left for another test",
+            self.device.display(),
+            self.size
+        );
+        self.next_region += 1;
+        Ok(offset)
     }
 
     /// `len` bytes at `offset` of the device itself, read with `O_DIRECT`.
@@ -99,6 +125,15 @@ impl RawMount {
             .with_context(|| format!("the device reports invalid limits {dev:?}"))?;
         Ok(untorn_limits(limits))
     }
+
+    /// Runs a writethrough test of both modes on this mount, then turns the mode of `data`
+    /// off: it lasts as long as the mount, and the next test expects a new file's.
+    fn run(&mut self, test: fn(&mut Subject) -> Result<()>) -> Result<()> {
+        let result = test(&mut Subject::Raw(self));
+        let reset = open_rw(&self.data(), false)
+            .and_then(|f| set_mode(&f, FileMode::OFF, "turn the mode of data off"));
+        result.and(reset)
+    }
 }
 
 fn device_size(device: &Path) -> Result<u64> {
@@ -108,44 +143,54 @@ fn device_size(device: &Path) -> Result<u64> {
 
 type RawTest = fn(&mut RawMount) -> Result<()>;
 
-/// The tests on the shared raw mount of the scsi_debug disk.
+/// The tests of raw mode's own on the shared raw mount of the scsi_debug disk.
 const TESTS: &[(&str, RawTest)] = &[
     ("shape", shape),
-    ("statx-atomic-limits", statx_atomic_limits),
-    ("rwf-atomic", rwf_atomic),
     ("end-of-device", end_of_device),
     ("writethrough-mode", writethrough_mode),
     ("writeback-and-fsync", writeback_and_fsync),
     ("reads-from-device", reads_from_device),
-    ("mmap-coherence", mmap_coherence),
-    ("racing-atomic-writes-and-readers", racing_atomic_writes),
-    ("parallel-disjoint-writes", parallel_disjoint_writes),
-    ("user-fault-leaves-old-data", user_fault_leaves_old_data),
     ("exclusive", exclusive),
     ("read-only", read_only),
 ];
 
+/// untorn mounted raw on tornblk with the settings of the stacked tornblk tests; dropped in
+/// this order: the mount, the device, tornblk.
+fn raw_on_tornblk(env: &Env) -> Result<RawMount> {
+    let tornblk = tornblk::load(env)?;
+    let dev = TornDev::new("rawwt", TORNBLK_DEVICE)?;
+    RawMount::new(env, &dev.disk.clone(), Some(Box::new((dev, tornblk))))
+}
+
 pub fn tests() -> Vec<Test> {
     let group = "raw/scsi_debug";
+    let on_scsi_debug = |env: &Env| RawMount::new(env, &guest::scsi_debug_disk()?, None);
     let mut tests: Vec<Test> = TESTS
         .iter()
         .map(|&(name, run)| {
             Test::in_group(format!("{group}/{name}"), group, move |env| {
-                let mut raw = env.fixture(group, |env| {
-                    RawMount::new(env, &guest::scsi_debug_disk()?, None)
-                })?;
-                run(&mut raw)
+                run(&mut *env.fixture(group, on_scsi_debug)?)
             })
         })
         .collect();
+    for (name, run) in writethrough::both_modes(false) {
+        tests.push(Test::in_group(
+            format!("{group}/{name}"),
+            group,
+            move |env| env.fixture(group, on_scsi_debug)?.run(run),
+        ));
+    }
+    let group = "raw/tornblk";
+    for (name, run) in writethrough::both_modes(true) {
+        tests.push(Test::in_group(
+            format!("{group}/{name}"),
+            group,
+            move |env| env.fixture(group, raw_on_tornblk)?.run(run),
+        ));
+    }
     tests.push(Test::new("raw/tornblk/limits", tornblk_limits));
     tests.push(Test::new("raw/loop/no-atomic-writes", no_atomic_writes));
     tests
-}
-
-/// The offset of region `n`.
-fn region(n: u64) -> u64 {
-    n * REGION
 }
 
 /// One directory holding one regular file of the device's size; no name can change, the size
@@ -236,109 +281,6 @@ fn shape(raw: &mut RawMount) -> Result<()> {
     Ok(())
 }
 
-/// `statx` reports the device's atomic limits (its node's own `statx`) within untorn's.
-fn statx_atomic_limits(raw: &mut RawMount) -> Result<()> {
-    let want = raw.expected_limits()?;
-    let got = FileLimits::of_file(&raw.data())?;
-    println!("#   device: {:?}", FileLimits::of_file(&raw.device)?);
-    println!("#   untorn: {got:?}");
-    ensure!(
-        got.reported && got.attr_write_atomic,
-        "statx of {DATA}: no atomic writes reported ({got:?})"
-    );
-    ensure!(
-        (got.unit_min, got.unit_max) == (want.unit_min(), want.unit_max()),
-        "statx of {DATA}: unit_min/unit_max {}/{}, expected {}/{}",
-        got.unit_min,
-        got.unit_max,
-        want.unit_min(),
-        want.unit_max()
-    );
-    let device = FileLimits::of_file(&raw.device)?;
-    ensure!(
-        got.unit_max_opt == device.unit_max_opt.min(got.unit_max)
-            && got.segments_max == SEGMENTS_MAX,
-        "statx of {DATA}: unit_max_opt {} (expected the device's {}), segments_max {} (expected \
-         {SEGMENTS_MAX})",
-        got.unit_max_opt,
-        device.unit_max_opt,
-        got.segments_max
-    );
-    let dir = FileLimits::of_file(raw.mount.path())?;
-    ensure!(
-        !dir.attr_write_atomic && dir.unit_min == 0,
-        "statx of the directory reports atomic writes: {dir:?}"
-    );
-    Ok(())
-}
-
-/// Every unit size is taken and is on the device when the write returns, as one `REQ_ATOMIC`
-/// bio each (counted); a shape the device cannot take is `EINVAL` with nothing written.
-fn rwf_atomic(raw: &mut RawMount) -> Result<()> {
-    let limits = raw.expected_limits()?;
-    let base = region(1);
-    let file = open_rw(&raw.data(), false)?;
-    let before = read_counters(raw.mount.path())?;
-    let mut writes = 0;
-    let mut size = limits.unit_min() as usize;
-    let mut seed = 10;
-    while size <= limits.unit_max() as usize {
-        for k in [0u64, 1, 3] {
-            let offset = base + k * size as u64;
-            seed += 1;
-            let data = pattern(seed, size);
-            let what = format!("RWF_ATOMIC write of {size} bytes at {offset}");
-            expect_written(atomic_write(&file, &data, offset), size, &what)?;
-            raw.ensure_both(offset, &data, &format!("{what}, at once"))?;
-            writes += 1;
-        }
-        size *= 2;
-    }
-    let after = read_counters(raw.mount.path())?;
-    ensure_deltas(
-        &before,
-        &after,
-        &[
-            ("untorn_writes", writes),
-            ("device_atomic_writes", writes),
-            ("device_writes", writes),
-            ("device_flushes", 0),
-        ],
-        "the accepted writes",
-    )?;
-    let (min, max) = (u64::from(limits.unit_min()), u64::from(limits.unit_max()));
-    let cases = [
-        ("length not a power of two", base, 3 * min),
-        ("offset not a multiple of the length", base + min, 2 * min),
-        ("length above unit_max", base, 2 * max),
-    ];
-    let old = raw.device_range(base, 2 * max as usize)?;
-    for (what, offset, len) in cases {
-        let data = pattern(offset + len, len as usize);
-        let what = format!("RWF_ATOMIC write of {len} bytes at {offset} ({what})");
-        expect_err(atomic_write(&file, &data, offset), libc::EINVAL, &what)?;
-    }
-    raw.ensure_both(base, &old, "after the refused writes")?;
-    ensure_deltas(
-        &after,
-        &read_counters(raw.mount.path())?,
-        &[("device_writes", 0), ("err_inval", cases.len() as u64)],
-        "the refused writes",
-    )?;
-    // O_DIRECT through untorn is the device's own direct atomic write.
-    let direct = open_rw(&raw.data(), true)?;
-    let unit = min.max(4096) as usize;
-    let data = pattern(99, unit);
-    let mut buf = AlignedBuf::new(unit, 4096);
-    buf.as_mut_slice().copy_from_slice(&data);
-    expect_written(
-        atomic_write(&direct, buf.as_slice(), base),
-        unit,
-        "O_DIRECT RWF_ATOMIC write through untorn",
-    )?;
-    raw.ensure_both(base, &data, "after the O_DIRECT RWF_ATOMIC write")
-}
-
 /// Writes end at the device's end: at it `ENOSPC`; across it a plain write is short and an
 /// untorn one `EINVAL`; the last unit is an ordinary untorn write.
 fn end_of_device(raw: &mut RawMount) -> Result<()> {
@@ -385,7 +327,7 @@ fn end_of_device(raw: &mut RawMount) -> Result<()> {
 /// the device at once. The mode lives as long as the mount (there is no lower file to keep it);
 /// `writethrough=all` covers every mount.
 fn writethrough_mode(raw: &mut RawMount) -> Result<()> {
-    let base = region(2);
+    let base = raw.take_region()?;
     let file = open_rw(&raw.data(), false)?;
     set_mode(&file, FileMode::WRITETHROUGH, "mark data")?;
     ensure_mode(
@@ -435,7 +377,7 @@ fn writethrough_mode(raw: &mut RawMount) -> Result<()> {
 
 /// Plain buffered writes are written back with bios; `fsync` flushes the device's cache.
 fn writeback_and_fsync(raw: &mut RawMount) -> Result<()> {
-    let base = region(3);
+    let base = raw.take_region()?;
     let file = open_rw(&raw.data(), false)?;
     let data = pattern(30, 3 * 4096 + 100);
     let before = read_counters(raw.mount.path())?;
@@ -466,7 +408,7 @@ fn writeback_and_fsync(raw: &mut RawMount) -> Result<()> {
 /// Reads fill the page cache from the device with bios: data written to the device while
 /// unmounted reads back through untorn, after a drop of the caches too.
 fn reads_from_device(raw: &mut RawMount) -> Result<()> {
-    let base = region(4);
+    let base = raw.take_region()?;
     let data = pattern(40, 256 << 10);
     raw.mount.unmount()?;
     let written = (|| -> Result<()> {
@@ -505,170 +447,6 @@ fn reads_from_device(raw: &mut RawMount) -> Result<()> {
     )
 }
 
-/// A shared mapping's stores reach the device at `msync`; an untorn write shows in the
-/// mapping at once.
-fn mmap_coherence(raw: &mut RawMount) -> Result<()> {
-    let limits = raw.expected_limits()?;
-    let base = region(5);
-    let unit = 16384u32.clamp(limits.unit_min(), limits.unit_max()) as usize;
-    let file = open_rw(&raw.data(), false)?;
-    let mut map = Mapping::new(&file, base, 2 * unit, true)?;
-    let data = pattern(50, unit);
-    map.as_mut_slice()[..unit].copy_from_slice(&data);
-    map.sync().context("msync")?;
-    let device = raw.device_range(base, unit)?;
-    ensure_bytes(&device, &data, "the device after msync")?;
-    let second = pattern(51, unit);
-    expect_written(
-        atomic_write(&file, &second, base + unit as u64),
-        unit,
-        "an RWF_ATOMIC write under the mapping",
-    )?;
-    ensure_bytes(
-        &map.as_mut_slice()[unit..],
-        &second,
-        "the mapping after the untorn write",
-    )?;
-    raw.ensure_both(base + unit as u64, &second, "the untorn write")
-}
-
-/// Racing overlapping untorn writes and checking readers, as in stacked mode, with the negative
-/// control (publication skipped) that must show a torn read.
-fn racing_atomic_writes(raw: &mut RawMount) -> Result<()> {
-    const UNITS: usize = 16;
-    let limits = raw.expected_limits()?;
-    let unit = 65536u32.clamp(limits.unit_min(), limits.unit_max()) as usize;
-    let path = raw.data();
-    write_first_versions(&open_rw(&path, false)?, unit, UNITS)?;
-    let race = race_units(&path, unit, UNITS, RACE_TIME);
-    println!(
-        "#   {} overlapping untorn writes of {unit} bytes, {} checked reads",
-        race.writes, race.reads
-    );
-    if let Some(message) = race.failure {
-        bail!("{message}");
-    }
-    ensure!(race.writes > 0 && race.reads > 0, "no writes or no reads");
-    let device = raw.device_range(0, UNITS * unit)?;
-    let upper = read_at(&open_ro(&path)?, 0, UNITS * unit)?;
-    ensure_bytes(&device, &upper, "after the race, the device against untorn")?;
-    for i in 0..UNITS {
-        let state = inspect_unit(&device[i * unit..(i + 1) * unit], i as u64);
-        ensure!(
-            matches!(state, Ok(UnitState::Whole(_))),
-            "unit {i} on the device after the race: {state:?}"
-        );
-    }
-    set_skip_publication(raw.mount.path(), true)?;
-    let control = race_units(&path, unit, 2, RACE_CONTROL_TIME);
-    set_skip_publication(raw.mount.path(), false)?;
-    match control.failure {
-        Some(message) if message.contains("torn or corrupt") => {
-            println!("#   negative control (publication skipped): {message}");
-            Ok(())
-        }
-        Some(message) => bail!("negative control: {message}"),
-        None => bail!(
-            "negative control: with publication skipped, {} reads saw no torn unit in {} writes",
-            control.reads,
-            control.writes
-        ),
-    }
-}
-
-/// Untorn writes to disjoint ranges of the one file run in parallel (the inode lock shared):
-/// `writethrough_overlapped` grows. The control: with the set-user-ID bit on `data` (which the
-/// root writer keeps), every write must check privileges under the inode lock held exclusively,
-/// and the same writes never overlap.
-fn parallel_disjoint_writes(raw: &mut RawMount) -> Result<()> {
-    const UNITS: u64 = 16;
-    let limits = raw.expected_limits()?;
-    let unit = 16384u32.clamp(limits.unit_min(), limits.unit_max()) as u64;
-    let base = region(8);
-    let overlapped = |raw: &RawMount| -> Result<u64> {
-        Ok(read_counters(raw.mount.path())?
-            .get("writethrough_overlapped")
-            .copied()
-            .unwrap_or(0))
-    };
-    let path = raw.data();
-    let files = [open_rw(&path, false)?, open_rw(&path, false)?];
-    let race = |raw: &RawMount| -> Result<([u64; 2], u64)> {
-        let before = overlapped(raw)?;
-        let done = two_writers(&|t, n| {
-            // Thread 0 writes the first half of the units, thread 1 the second.
-            let i = t * UNITS / 2 + n % (UNITS / 2);
-            let data = pattern(100 + t * 1000 + n, unit as usize);
-            expect_written(
-                atomic_write(&files[t as usize], &data, base + i * unit),
-                unit as usize,
-                "an RWF_ATOMIC write to its own half",
-            )
-        })?;
-        ensure!(
-            done.iter().all(|&n| n > 0),
-            "a writer made no write: {done:?}"
-        );
-        Ok((done, overlapped(raw)?.saturating_sub(before)))
-    };
-    let (done, inside) = race(raw)?;
-    println!(
-        "#   {} and {} untorn writes, {inside} overlapped",
-        done[0], done[1]
-    );
-    ensure!(
-        inside > 0,
-        "untorn writes to disjoint ranges never overlapped ({done:?} writes): serialised"
-    );
-    let mode = |bits: u32| {
-        fs::set_permissions(&path, std::os::unix::fs::PermissionsExt::from_mode(bits))
-            .with_context(|| format!("chmod {bits:o} {}", path.display()))
-    };
-    mode(0o4600)?;
-    let control = race(raw);
-    mode(0o600)?;
-    let (done, serialised) = control?;
-    println!(
-        "#   control (set-user-ID): {} and {} writes, {serialised} overlapped",
-        done[0], done[1]
-    );
-    ensure!(
-        serialised == 0,
-        "the control: {serialised} writes overlapped although each held the inode lock \
-         exclusively, so the counter cannot tell parallel writes from serialised ones"
-    );
-    Ok(())
-}
-
-/// An untorn write from a buffer that faults part way is `EFAULT` and changes nothing, on the
-/// device or in the page cache.
-fn user_fault_leaves_old_data(raw: &mut RawMount) -> Result<()> {
-    let limits = raw.expected_limits()?;
-    let base = region(6);
-    let page = sys::page_size();
-    let len = (2 * page as u32).clamp(limits.unit_min(), limits.unit_max()) as usize;
-    ensure!(
-        len >= 2 * page,
-        "the largest atomic unit is below two pages"
-    );
-    let file = open_rw(&raw.data(), false)?;
-    let want = pattern(60, len);
-    expect_written(atomic_write(&file, &want, base), len, "the first version")?;
-    for tail in [Tail::Unmapped, Tail::ProtNone] {
-        let mut buf = PartlyMapped::new(page, len, tail)?;
-        buf.head_mut().fill(0xab);
-        let what =
-            format!("RWF_ATOMIC write from a buffer whose pages after the first are {tail:?}");
-        expect_err(
-            buf.pwritev2(&file, base, sys::RWF_ATOMIC),
-            libc::EFAULT,
-            &what,
-        )?;
-        raw.ensure_both(base, &want, &format!("after the {what}"))?;
-    }
-    Ok(())
-}
-
 /// The device is held exclusively while mounted, and free at once after the unmount.
 fn exclusive(raw: &mut RawMount) -> Result<()> {
     match Mounted::mount_syscall(UNTORN, &raw.device, "")? {
@@ -700,7 +478,7 @@ fn exclusive(raw: &mut RawMount) -> Result<()> {
 /// A read-only mount reads, refuses writes with `EROFS`, and cannot become read-write (the
 /// device was opened read-only).
 fn read_only(raw: &mut RawMount) -> Result<()> {
-    let base = region(7);
+    let base = raw.take_region()?;
     let file = open_rw(&raw.data(), false)?;
     let data = pattern(70, 8192);
     file.write_all_at(&data, base)?;

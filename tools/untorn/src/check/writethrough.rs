@@ -21,6 +21,7 @@
 
 use super::{
     stacking::{self, counters_dir, create_with, ensure_bytes, read_at, Stack},
+    subject::{Subject, TestFile},
     tornblk::{self, TornDev},
     Env, Test, Watchdog,
 };
@@ -80,56 +81,127 @@ const WT_COUNTERS: [&str; 10] = [
     "writethrough_overlapped",
 ];
 /// How long the racing writers and readers run.
-pub(super) const RACE_TIME: Duration = Duration::from_secs(3);
+const RACE_TIME: Duration = Duration::from_secs(3);
 /// How long the exerciser runs with writethrough and `RWF_ATOMIC` operations.
 const EXERCISE_TIME: Duration = Duration::from_secs(30);
 
 type WtTest = fn(&mut Stack) -> Result<()>;
+type SubjectTest = fn(&mut Subject) -> Result<()>;
+
+/// A test and the modes it runs in.
+#[derive(Clone, Copy)]
+enum Run {
+    /// Stacked mode only; the table says why.
+    Stacked(WtTest),
+    /// Stacked mode and raw mode (`raw.rs`), the same function.
+    BothModes(SubjectTest),
+}
 
 /// The tests on the shared lower of each type; `true`: also meaningful in reference mode.
-const TESTS: &[(&str, WtTest, bool)] = &[
-    ("statx-atomic-limits", statx_atomic_limits, false),
-    ("rwf-atomic-accepted", rwf_atomic_accepted, true),
-    ("rwf-atomic-refused", rwf_atomic_refused, true),
-    ("mode-ioctl", mode_ioctl, false),
-    ("mode-xattr-hidden", mode_xattr_hidden, false),
-    ("mode-mount-option", mode_mount_option, false),
-    ("mode-persistence", mode_persistence, false),
-    ("mode-permissions", mode_permissions, false),
-    ("mode-read-only-erofs", mode_read_only_erofs, false),
-    ("written-through-at-once", written_through_at_once, false),
-    ("mmap-coherence", mmap_coherence, false),
-    ("end-of-file", end_of_file, false),
+const TESTS: &[(&str, Run, bool)] = &[
+    (
+        "statx-atomic-limits",
+        Run::BothModes(statx_atomic_limits),
+        false,
+    ),
+    (
+        "rwf-atomic-accepted",
+        Run::BothModes(rwf_atomic_accepted),
+        true,
+    ),
+    (
+        "rwf-atomic-refused",
+        Run::BothModes(rwf_atomic_refused),
+        true,
+    ),
+    // The mode tests need files of their own, a lower xattr or a mount of their own; raw mode's
+    // mode lives as long as the mount (raw.rs: writethrough-mode).
+    ("mode-ioctl", Run::Stacked(mode_ioctl), false),
+    ("mode-xattr-hidden", Run::Stacked(mode_xattr_hidden), false),
+    ("mode-mount-option", Run::Stacked(mode_mount_option), false),
+    ("mode-persistence", Run::Stacked(mode_persistence), false),
+    ("mode-permissions", Run::Stacked(mode_permissions), false),
+    (
+        "mode-read-only-erofs",
+        Run::Stacked(mode_read_only_erofs),
+        false,
+    ),
+    // A mount of its own (exact counters) and a second file in mode off.
+    (
+        "written-through-at-once",
+        Run::Stacked(written_through_at_once),
+        false,
+    ),
+    ("mmap-coherence", Run::BothModes(mmap_coherence), false),
+    // Extends files; a raw file's end is the device's (raw.rs: end-of-device).
+    ("end-of-file", Run::Stacked(end_of_file), false),
     (
         "racing-atomic-writes-and-readers",
-        racing_atomic_writes,
+        Run::BothModes(racing_atomic_writes),
         false,
     ),
     (
         "user-fault-leaves-old-data",
-        user_fault_leaves_old_data,
+        Run::BothModes(user_fault_leaves_old_data),
         false,
     ),
-    ("parallel-disjoint-writes", parallel_disjoint_writes, false),
-    ("bounce-cache", bounce_cache, false),
-    ("mmap-fork-stress", mmap_fork_stress, false),
-    ("exercise-30s", exercise_writethrough, false),
+    (
+        "parallel-disjoint-writes",
+        Run::BothModes(parallel_disjoint_writes),
+        false,
+    ),
+    // Unmounts a second mount of its own while a child lives; a raw device mounts once.
+    ("bounce-cache", Run::Stacked(bounce_cache), false),
+    ("mmap-fork-stress", Run::BothModes(mmap_fork_stress), false),
+    // The exerciser makes, extends and removes files.
+    ("exercise-30s", Run::Stacked(exercise_writethrough), false),
 ];
 
 /// The conformance tests that also run over tornblk, a device with other atomic limits than
 /// scsi_debug's.
-const TORNBLK_TESTS: &[(&str, WtTest)] = &[
-    ("statx-atomic-limits", statx_atomic_limits),
-    ("rwf-atomic-accepted", rwf_atomic_accepted),
-    ("rwf-atomic-refused", rwf_atomic_refused),
-    ("written-through-at-once", written_through_at_once),
-    ("end-of-file", end_of_file),
-    ("user-fault-leaves-old-data", user_fault_leaves_old_data),
+const TORNBLK_TESTS: &[(&str, Run)] = &[
+    ("statx-atomic-limits", Run::BothModes(statx_atomic_limits)),
+    ("rwf-atomic-accepted", Run::BothModes(rwf_atomic_accepted)),
+    ("rwf-atomic-refused", Run::BothModes(rwf_atomic_refused)),
+    (
+        "written-through-at-once",
+        Run::Stacked(written_through_at_once),
+    ),
+    ("end-of-file", Run::Stacked(end_of_file)),
+    (
+        "user-fault-leaves-old-data",
+        Run::BothModes(user_fault_leaves_old_data),
+    ),
 ];
+
+impl Run {
+    fn on_stack(self, stack: &mut Stack) -> Result<()> {
+        match self {
+            Run::Stacked(f) => f(stack),
+            Run::BothModes(f) => f(&mut Subject::Stacked(stack)),
+        }
+    }
+}
+
+/// The tests of [`TESTS`] (`on_tornblk`: of [`TORNBLK_TESTS`]) that run in raw mode too.
+pub(super) fn both_modes(on_tornblk: bool) -> Vec<(&'static str, SubjectTest)> {
+    let pick = |&(name, run): &(&'static str, Run)| match run {
+        Run::BothModes(f) => Some((name, f)),
+        Run::Stacked(_) => None,
+    };
+    if on_tornblk {
+        TORNBLK_TESTS.iter().filter_map(pick).collect()
+    } else {
+        TESTS
+            .iter()
+            .filter_map(|&(name, run, _)| pick(&(name, run)))
+            .collect()
+    }
+}
 
 /// tornblk's settings for these tests: 4 KiB blocks, atomic writes of 4 KiB to 32 KiB (scsi_debug
 /// offers up to 1 MiB), so that untorn's limits follow a different device.
-const TORNBLK_DEVICE: &[(&str, &str)] = &[
+pub(super) const TORNBLK_DEVICE: &[(&str, &str)] = &[
     ("size_mib", "512"),
     ("logical_block_size", "4096"),
     ("atomic_unit_min", "4096"),
@@ -178,9 +250,9 @@ fn dsync_survives_power_cut(torn: &mut TornStack) -> Result<()> {
         limits,
     } = atomic_file(stack, "dsync")?;
     let unit = page_unit(&limits);
-    write_first_versions(&f, unit, UNITS)?;
+    write_first_versions(&f, 0, unit, UNITS)?;
     let marked = create_with(&up.join("g"), b"")?;
-    write_first_versions(&marked, unit, 1)?;
+    write_first_versions(&marked, 0, unit, 1)?;
     set_mode(&marked, FileMode::WRITETHROUGH, "mark g")?;
     sys::syncfs(&f).context("syncfs before the writes")?;
     let v2 = |i: u64| -> Result<Vec<u8>> {
@@ -263,7 +335,7 @@ pub fn tests(env: &Env) -> Vec<Test> {
                 group.clone(),
                 move |env| {
                     let mut stack = env.fixture(&group, |env| Stack::new(env, fs_type))?;
-                    f(&mut stack)
+                    f.on_stack(&mut stack)
                 },
             ));
         }
@@ -278,7 +350,7 @@ pub fn tests(env: &Env) -> Vec<Test> {
                 group.clone(),
                 move |env| {
                     let mut torn = env.fixture(&group, |env| TornStack::new(env, fs_type))?;
-                    f(&mut torn.stack)
+                    f.on_stack(&mut torn.stack)
                 },
             ));
         }
@@ -401,8 +473,8 @@ fn ensure_upper(path: &Path, want: &[u8], what: &str) -> Result<()> {
     stacking::ensure_content(path, want, what)
 }
 
-/// The atomic limits the lower file at `low` reports through its own statx.
-fn lower_limits(low: &Path) -> Result<(FileLimits, AtomicWriteLimits)> {
+/// The atomic limits the lower file (or device node) at `low` reports through its own statx.
+pub(super) fn lower_limits(low: &Path) -> Result<(FileLimits, AtomicWriteLimits)> {
     let l = FileLimits::of_file(low)?;
     let limits = AtomicWriteLimits::new(l.unit_min, l.unit_max)
         .with_context(|| format!("the lower {} reports invalid limits {l:?}", low.display()))?;
@@ -413,29 +485,6 @@ fn lower_limits(low: &Path) -> Result<(FileLimits, AtomicWriteLimits)> {
 pub(super) fn untorn_limits(lower: AtomicWriteLimits) -> AtomicWriteLimits {
     AtomicWriteLimits::new(UNTORN_ATOMIC_MIN, UNTORN_ATOMIC_MAX)
         .map_or(AtomicWriteLimits::NONE, |u| lower.intersect(&u))
-}
-
-/// The limits the `RWF_ATOMIC` tests expect for the file at `low`: untorn's, or in reference
-/// mode the lower's own (for `O_DIRECT`). Fails if there are none: these tests need the
-/// atomic device.
-fn expected_limits(stack: &Stack, low: &Path) -> Result<AtomicWriteLimits> {
-    let (l, lower) = lower_limits(low)?;
-    let limits = if stack.is_reference() {
-        lower
-    } else {
-        untorn_limits(lower)
-    };
-    ensure!(
-        limits.is_supported(),
-        "the lower {} offers no atomic writes ({l:?}): the test needs the scsi_debug atomic disk",
-        low.display()
-    );
-    println!(
-        "#   lower statx {l:?}; expected limits {}..{}",
-        limits.unit_min(),
-        limits.unit_max()
-    );
-    Ok(limits)
 }
 
 /// A database-page-like unit size within `limits`: 16 KiB if allowed.
@@ -568,20 +617,21 @@ pub(super) fn ensure_deltas(
 // ---------------------------------------------------------------------------------------------
 // statx and the RWF_ATOMIC rules
 
-fn statx_atomic_limits(stack: &mut Stack) -> Result<()> {
-    let (up, low) = test_dir(stack, "statx-atomic-limits")?;
-    prefilled(&up.join("f"), 65536, 1)?;
-    let lower = FileLimits::of_file(&low.join("f"))?;
-    let upper = FileLimits::of_file(&up.join("f"))?;
-    println!("#   lower: {lower:?}");
+/// `statx` reports storage's atomic limits (the lower file's or the device node's) within
+/// untorn's.
+fn statx_atomic_limits(subject: &mut Subject) -> Result<()> {
+    let (tf, _) = subject.prefilled("statx-atomic-limits", 65536, 1)?;
+    let lower = tf.storage_limits()?;
+    let upper = FileLimits::of_file(&tf.path)?;
+    println!("#   storage: {lower:?}");
     println!("#   untorn: {upper:?}");
     ensure!(
         lower.reported && lower.unit_min > 0,
-        "the lower file reports no atomic writes ({lower:?}): the test needs the atomic disk"
+        "storage reports no atomic writes ({lower:?}): the test needs an atomic device"
     );
     let want = untorn_limits(
         AtomicWriteLimits::new(lower.unit_min, lower.unit_max)
-            .with_context(|| format!("invalid lower limits {lower:?}"))?,
+            .with_context(|| format!("invalid storage limits {lower:?}"))?,
     );
     ensure!(
         upper.reported,
@@ -593,7 +643,7 @@ fn statx_atomic_limits(stack: &mut Stack) -> Result<()> {
     );
     ensure!(
         (upper.unit_min, upper.unit_max) == (want.unit_min(), want.unit_max()),
-        "statx through untorn: unit_min/unit_max {}/{}, expected {}/{} (the lower's {}/{} within \
+        "statx through untorn: unit_min/unit_max {}/{}, expected {}/{} (storage's {}/{} within \
          [{UNTORN_ATOMIC_MIN}, {UNTORN_ATOMIC_MAX}])",
         upper.unit_min,
         upper.unit_max,
@@ -605,7 +655,7 @@ fn statx_atomic_limits(stack: &mut Stack) -> Result<()> {
     let want_opt = lower.unit_max_opt.min(want.unit_max());
     ensure!(
         upper.unit_max_opt == want_opt,
-        "statx through untorn: unit_max_opt {}, expected {want_opt} (the lower's {})",
+        "statx through untorn: unit_max_opt {}, expected {want_opt} (storage's {})",
         upper.unit_max_opt,
         lower.unit_max_opt
     );
@@ -615,7 +665,7 @@ fn statx_atomic_limits(stack: &mut Stack) -> Result<()> {
         upper.segments_max
     );
     // A directory has no atomic writes.
-    let dir = FileLimits::of_file(&up)?;
+    let dir = FileLimits::of_file(&tf.dir)?;
     ensure!(
         !dir.attr_write_atomic && dir.unit_min == 0 && dir.unit_max == 0,
         "statx of a directory through untorn reports atomic writes: {dir:?}"
@@ -630,14 +680,18 @@ fn write_buf(data: &[u8], aligned: bool) -> AlignedBuf {
     buf
 }
 
-fn rwf_atomic_accepted(stack: &mut Stack) -> Result<()> {
-    let reference = stack.is_reference();
-    let (up, low) = test_dir(stack, "rwf-atomic-accepted")?;
+/// Every unit size is taken and is on storage when the write returns, each one untorn write
+/// (in raw mode one `REQ_ATOMIC` bio); so are iovecs of many segments and `O_DIRECT`.
+fn rwf_atomic_accepted(subject: &mut Subject) -> Result<()> {
+    let reference = subject.is_reference();
     const SIZE: usize = 4 << 20;
-    let (_, mut want) = prefilled(&up.join("f"), SIZE, 2)?;
-    let limits = expected_limits(stack, &low.join("f"))?;
+    let (tf, mut want) = subject.prefilled("rwf-atomic-accepted", SIZE, 2)?;
+    let base = tf.base;
+    let limits = tf.limits()?;
     // Through untorn: a buffered descriptor; in reference mode O_DIRECT on the lower.
-    let file = open_rw(&up.join("f"), reference)?;
+    let file = open_rw(&tf.path, reference)?;
+    let before = (!reference).then(|| tf.counters()).transpose()?;
+    let mut writes = 0;
     let mut seed = 100;
     let mut size = limits.unit_min() as usize;
     while size <= limits.unit_max() as usize {
@@ -650,20 +704,34 @@ fn rwf_atomic_accepted(stack: &mut Stack) -> Result<()> {
             let data = pattern(seed, size);
             let what = format!("RWF_ATOMIC write of {size} bytes at {offset}");
             expect_written(
-                atomic_write(&file, write_buf(&data, reference).as_slice(), offset),
+                atomic_write(&file, write_buf(&data, reference).as_slice(), base + offset),
                 size,
                 &what,
             )?;
+            writes += 1;
             want[offset as usize..offset as usize + size].copy_from_slice(&data);
-            let back = read_at(&open_ro(&up.join("f"))?, offset, size)?;
+            let back = read_at(&open_ro(&tf.path)?, base + offset, size)?;
             ensure_bytes(&back, &data, &format!("{what}: read back"))?;
             if !reference {
                 // Written through: on the device at once, without fsync.
-                let below = lower_range(&low.join("f"), offset, size)?;
-                ensure_bytes(&below, &data, &format!("{what}: the lower file at once"))?;
+                let below = tf.below(offset, size)?;
+                ensure_bytes(&below, &data, &format!("{what}: storage at once"))?;
             }
         }
         size *= 2;
+    }
+    if let Some(before) = before {
+        ensure_deltas(
+            &before,
+            &tf.counters()?,
+            &[
+                ("untorn_writes", writes),
+                ("device_atomic_writes", tf.device_bios(writes)),
+                ("device_writes", tf.device_bios(writes)),
+                ("device_flushes", 0),
+            ],
+            "the accepted writes",
+        )?;
     }
     if reference {
         println!(
@@ -681,7 +749,7 @@ fn rwf_atomic_accepted(stack: &mut Stack) -> Result<()> {
         let offset = 5 * unit as u64;
         let iov = [IoSlice::new(a), IoSlice::new(&odd[1..]), IoSlice::new(c)];
         expect_written(
-            sys::pwritev2(&file, &iov, offset, sys::RWF_ATOMIC),
+            sys::pwritev2(&file, &iov, base + offset, sys::RWF_ATOMIC),
             unit,
             &format!("RWF_ATOMIC write of {unit} bytes in 3 segments, one at an odd address"),
         )?;
@@ -694,40 +762,43 @@ fn rwf_atomic_accepted(stack: &mut Stack) -> Result<()> {
             .collect();
         let offset = 6 * unit as u64;
         expect_written(
-            sys::pwritev2(&file, &iov, offset, sys::RWF_ATOMIC),
+            sys::pwritev2(&file, &iov, base + offset, sys::RWF_ATOMIC),
             unit,
             &format!("RWF_ATOMIC write of {unit} bytes in {} segments", iov.len()),
         )?;
         want[offset as usize..offset as usize + unit].copy_from_slice(&data);
-        // O_DIRECT through untorn keeps RWF_ATOMIC for the lower.
-        let direct = open_rw(&up.join("f"), true)?;
+        // O_DIRECT through untorn keeps RWF_ATOMIC for the lower (in raw mode, the device's
+        // own direct atomic write).
+        let direct = open_rw(&tf.path, true)?;
         let data = pattern(202, unit);
         let offset = 7 * unit as u64;
         expect_written(
-            atomic_write(&direct, write_buf(&data, true).as_slice(), offset),
+            atomic_write(&direct, write_buf(&data, true).as_slice(), base + offset),
             unit,
             &format!("O_DIRECT RWF_ATOMIC write of {unit} bytes through untorn"),
         )?;
         want[offset as usize..offset as usize + unit].copy_from_slice(&data);
-        ensure_lower(&low.join("f"), &want, "after the RWF_ATOMIC writes")?;
+        tf.ensure_below(&want, "after the RWF_ATOMIC writes")?;
     }
-    ensure_upper(&up.join("f"), &want, "after the RWF_ATOMIC writes")
+    tf.ensure_upper(&want, "after the RWF_ATOMIC writes")
 }
 
-fn rwf_atomic_refused(stack: &mut Stack) -> Result<()> {
-    let reference = stack.is_reference();
-    let (up, low) = test_dir(stack, "rwf-atomic-refused")?;
+/// Shapes the limits refuse are `EINVAL`, write nothing (no device bio in raw mode) and are
+/// counted as `err_inval`.
+fn rwf_atomic_refused(subject: &mut Subject) -> Result<()> {
+    let reference = subject.is_reference();
     const SIZE: usize = (1 << 20) + 1000;
-    let (_, want) = prefilled(&up.join("f"), SIZE, 3)?;
-    let limits = expected_limits(stack, &low.join("f"))?;
-    let file = open_rw(&up.join("f"), reference)?;
+    let (tf, want) = subject.prefilled("rwf-atomic-refused", SIZE, 3)?;
+    let base = tf.base;
+    let limits = tf.limits()?;
+    let file = open_rw(&tf.path, reference)?;
     let (min, max) = (u64::from(limits.unit_min()), u64::from(limits.unit_max()));
     let end = (SIZE as u64).div_ceil(2 * min) * 2 * min;
     let mut cases = vec![
         ("length not a power of two", 0, 3 * min),
         ("offset not a multiple of the length", min, 2 * min),
         (
-            "offset not a multiple of the length, past EOF",
+            "offset not a multiple of the length, past the prefilled bytes",
             end + min,
             2 * min,
         ),
@@ -743,31 +814,43 @@ fn rwf_atomic_refused(stack: &mut Stack) -> Result<()> {
             2 * u64::from(UNTORN_ATOMIC_MAX),
         ));
     }
-    for (what, offset, len) in cases {
+    let before = (!reference).then(|| tf.counters()).transpose()?;
+    for &(what, offset, len) in &cases {
         let len = len as usize;
         let data = pattern(300 + offset + len as u64, len);
         let what = format!("RWF_ATOMIC write of {len} bytes at {offset} ({what})");
-        // The rule, as lib/untorn_logic states it, agrees.
+        // The rule, as lib/untorn_logic states it, agrees (a region's base is aligned to any
+        // unit, so the offset from it is what counts).
         ensure!(
             atomic_write::check(offset, len as u64, &limits).map_err(|e| e.errno())
                 == Err(libc::EINVAL),
             "{what}: lib/untorn_logic does not refuse it with EINVAL"
         );
         expect_err(
-            atomic_write(&file, write_buf(&data, true).as_slice(), offset),
+            atomic_write(&file, write_buf(&data, true).as_slice(), base + offset),
             libc::EINVAL,
             &what,
         )?;
-        ensure_upper(&up.join("f"), &want, &format!("after the refused {what}"))?;
+        tf.ensure_upper(&want, &format!("after the refused {what}"))?;
     }
     // A zero-length write never reaches the filesystem: 0, whatever the flags.
-    let zero = sys::pwritev2(&file, &[], 0, sys::RWF_ATOMIC);
+    let zero = sys::pwritev2(&file, &[], base, sys::RWF_ATOMIC);
     ensure!(
         matches!(zero, Ok(0)),
         "RWF_ATOMIC write of 0 bytes: {zero:?}, expected 0"
     );
-    if !reference {
-        ensure_lower(&low.join("f"), &want, "after the refused writes")?;
+    if let Some(before) = before {
+        ensure_deltas(
+            &before,
+            &tf.counters()?,
+            &[
+                ("untorn_writes", 0),
+                ("device_writes", 0),
+                ("err_inval", cases.len() as u64),
+            ],
+            "the refused writes",
+        )?;
+        tf.ensure_below(&want, "after the refused writes")?;
     }
     Ok(())
 }
@@ -1294,14 +1377,15 @@ fn written_through_at_once(stack: &mut Stack) -> Result<()> {
     Ok(())
 }
 
-fn mmap_coherence(stack: &mut Stack) -> Result<()> {
-    let (up, low) = test_dir(stack, "mmap-coherence")?;
+/// A shared mapping and writes through untorn see each other at once, whichever comes first,
+/// and storage gets both.
+fn mmap_coherence(subject: &mut Subject) -> Result<()> {
     const SIZE: usize = 65536;
-    let (f, mut want) = prefilled(&up.join("f"), SIZE, 20)?;
-    let limits = untorn_limits(lower_limits(&low.join("f"))?.1);
-    ensure!(limits.is_supported(), "the lower offers no atomic writes");
+    let (tf, mut want) = subject.prefilled("mmap-coherence", SIZE, 20)?;
+    let (f, base) = (&tf.file, tf.base);
+    let limits = tf.limits()?;
     let unit = page_unit(&limits).min(SIZE / 4);
-    let mut map = Mapping::new(&f, 0, SIZE, true)?;
+    let mut map = Mapping::new(f, base, SIZE, true)?;
     // Mapped and read before; sees an untorn write after.
     ensure_bytes(
         &map.as_mut_slice()[unit..2 * unit],
@@ -1310,7 +1394,7 @@ fn mmap_coherence(stack: &mut Stack) -> Result<()> {
     )?;
     let new = pattern(21, unit);
     expect_written(
-        atomic_write(&f, &new, unit as u64),
+        atomic_write(f, &new, base + unit as u64),
         unit,
         &format!("RWF_ATOMIC write of {unit} bytes at {unit}"),
     )?;
@@ -1323,25 +1407,21 @@ fn mmap_coherence(stack: &mut Stack) -> Result<()> {
 
     // An mmap write, then a writethrough write to other bytes of the same page: both reach the
     // lower, the mmap bytes first.
-    set_mode(&f, FileMode::WRITETHROUGH, "mark f")?;
+    set_mode(f, FileMode::WRITETHROUGH, "mark f")?;
     map.as_mut_slice()[..100].copy_from_slice(&pattern(22, 100));
     want[..100].copy_from_slice(&pattern(22, 100));
     let wt = pattern(23, 100);
     expect_written(
-        f.write_at(&wt, 200),
+        f.write_at(&wt, base + 200),
         100,
         "writethrough write of 100 bytes at 200",
     )?;
     want[200..300].copy_from_slice(&wt);
-    ensure_upper(
-        &up.join("f"),
-        &want,
-        "after an mmap write and a writethrough write",
-    )?;
+    tf.ensure_upper(&want, "after an mmap write and a writethrough write")?;
     ensure_bytes(
-        &lower_range(&low.join("f"), 0, 4096)?,
+        &tf.below(0, 4096)?,
         &want[..4096],
-        "the lower page holding an mmap write and a writethrough write",
+        "the storage page holding an mmap write and a writethrough write",
     )?;
 
     // An mmap write inside a unit, then an untorn write of the whole unit: the later write wins
@@ -1350,7 +1430,7 @@ fn mmap_coherence(stack: &mut Stack) -> Result<()> {
     map.as_mut_slice()[at..at + 10].copy_from_slice(b"0123456789");
     let new = pattern(24, unit);
     expect_written(
-        atomic_write(&f, &new, at as u64),
+        atomic_write(f, &new, base + at as u64),
         unit,
         &format!("RWF_ATOMIC write of {unit} bytes over an mmap-dirtied unit"),
     )?;
@@ -1361,17 +1441,13 @@ fn mmap_coherence(stack: &mut Stack) -> Result<()> {
         "the mapping after the unit write",
     )?;
     ensure_bytes(
-        &lower_range(&low.join("f"), at as u64, unit)?,
+        &tf.below(at as u64, unit)?,
         &new,
-        "the lower unit after the unit write",
+        "the storage unit after the unit write",
     )?;
     map.as_mut_slice()[at..at + 5].copy_from_slice(b"after");
     want[at..at + 5].copy_from_slice(b"after");
-    ensure_upper(
-        &up.join("f"),
-        &want,
-        "after an mmap write following the unit write",
-    )?;
+    tf.ensure_upper(&want, "after an mmap write following the unit write")?;
 
     // Writes whose source is the mapping of the very bytes they overwrite: the copy from the
     // user must happen before the folios are locked, or it would wait on itself. A
@@ -1381,7 +1457,7 @@ fn mmap_coherence(stack: &mut Stack) -> Result<()> {
     ensure_bytes(&from_map, &src, "the mapping before writing from it")?;
     let mapped = &map.as_mut_slice()[3 * unit + 50..3 * unit + 150];
     expect_written(
-        f.write_at(mapped, 3 * unit as u64 + 60),
+        f.write_at(mapped, base + 3 * unit as u64 + 60),
         100,
         "writethrough write from a mapping of the bytes it overwrites",
     )?;
@@ -1389,19 +1465,15 @@ fn mmap_coherence(stack: &mut Stack) -> Result<()> {
     let mapped = &map.as_mut_slice()[3 * unit..4 * unit];
     let unit_src = want[3 * unit..4 * unit].to_vec();
     expect_written(
-        atomic_write(&f, mapped, 3 * unit as u64),
+        atomic_write(f, mapped, base + 3 * unit as u64),
         unit,
         "RWF_ATOMIC write from a mapping of the unit it overwrites",
     )?;
     want[3 * unit..4 * unit].copy_from_slice(&unit_src);
-    ensure_upper(
-        &up.join("f"),
-        &want,
-        "after writes from the file's own mapping",
-    )?;
+    tf.ensure_upper(&want, "after writes from the file's own mapping")?;
 
     map.sync()?;
-    ensure_lower(&low.join("f"), &want, "after msync")?;
+    tf.ensure_below(&want, "after msync")?;
     Ok(())
 }
 
@@ -1501,8 +1573,9 @@ fn end_of_file(stack: &mut Stack) -> Result<()> {
     ensure_upper(&up.join("g"), &want, "after the O_APPEND writes")
 }
 
-/// Writes version 1 of units `0..units` of `unit` bytes, each with one `RWF_ATOMIC` write.
-pub(super) fn write_first_versions(f: &File, unit: usize, units: usize) -> Result<()> {
+/// Writes version 1 of units `0..units` of `unit` bytes from `base`, each with one
+/// `RWF_ATOMIC` write.
+fn write_first_versions(f: &File, base: u64, unit: usize, units: usize) -> Result<()> {
     let mut buf = vec![0u8; unit];
     for i in 0..units {
         let tag = UnitTag {
@@ -1511,7 +1584,7 @@ pub(super) fn write_first_versions(f: &File, unit: usize, units: usize) -> Resul
         };
         fill_unit(&mut buf, tag).map_err(|e| anyhow!("fill_unit: {e:?}"))?;
         expect_written(
-            atomic_write(f, &buf, (i * unit) as u64),
+            atomic_write(f, &buf, base + (i * unit) as u64),
             unit,
             &format!("the first RWF_ATOMIC write of unit {i} ({unit} bytes)"),
         )?;
@@ -1519,23 +1592,18 @@ pub(super) fn write_first_versions(f: &File, unit: usize, units: usize) -> Resul
     Ok(())
 }
 
-/// Fails unless the first `size` bytes of `path` through untorn equal the lower file's (read
+/// Fails unless the first `size` bytes of the test file through untorn equal storage's (read
 /// `O_DIRECT`), and units `0..units` of `unit` bytes are each whole.
-fn ensure_whole_and_on_lower(
-    path: &Path,
-    low: &Path,
+fn ensure_whole_and_below(
+    tf: &TestFile,
     size: usize,
     unit: usize,
     units: usize,
     what: &str,
 ) -> Result<()> {
-    let upper = read_at(&open_ro(path)?, 0, size)?;
-    let lower = lower_range(low, 0, size)?;
-    ensure_bytes(
-        &lower,
-        &upper,
-        &format!("the lower file against untorn {what}"),
-    )?;
+    let upper = read_at(&open_ro(&tf.path)?, tf.base, size)?;
+    let below = tf.below(0, size)?;
+    ensure_bytes(&below, &upper, &format!("storage against untorn {what}"))?;
     for i in 0..units {
         let state = inspect_unit(&upper[i * unit..(i + 1) * unit], i as u64);
         ensure!(
@@ -1573,20 +1641,20 @@ fn atomic_file(stack: &Stack, name: &str) -> Result<AtomicFile> {
 }
 
 /// How long the negative control of the racing test may run before it must have seen a tear.
-pub(super) const RACE_CONTROL_TIME: Duration = Duration::from_secs(30);
+const RACE_CONTROL_TIME: Duration = Duration::from_secs(30);
 
 /// What a race of untorn writers against checking readers saw.
-pub(super) struct RaceOutcome {
-    pub(super) writes: u64,
-    pub(super) reads: u64,
+struct RaceOutcome {
+    writes: u64,
+    reads: u64,
     /// The first torn or corrupt read, or another failure of a thread.
-    pub(super) failure: Option<String>,
+    failure: Option<String>,
 }
 
 /// Two writers make overlapping `RWF_ATOMIC` writes of whole units (tagged with the unit and a
-/// new version) to `path`'s first `units` units, while two readers read one unit or two
-/// neighbours and check that each is whole; for `time`, or until the first failure.
-pub(super) fn race_units(path: &Path, unit: usize, units: usize, time: Duration) -> RaceOutcome {
+/// new version) to the first `units` units from `base` of `path`, while two readers read one
+/// unit or two neighbours and check that each is whole; for `time`, or until the first failure.
+fn race_units(path: &Path, base: u64, unit: usize, units: usize, time: Duration) -> RaceOutcome {
     const WRITERS: u64 = 2;
     const READERS: u64 = 2;
     let versions: Vec<AtomicU64> = (0..units).map(|_| AtomicU64::new(2)).collect();
@@ -1623,7 +1691,7 @@ pub(super) fn race_units(path: &Path, unit: usize, units: usize, time: Duration)
                     ) {
                         return fail(format!("fill_unit: {e:?}"));
                     }
-                    match atomic_write(&file, &buf, (i * unit) as u64) {
+                    match atomic_write(&file, &buf, base + (i * unit) as u64) {
                         Ok(n) if n == unit => {}
                         Ok(n) => return fail(format!("writer {w}: short write {n} of unit {i}")),
                         Err(e) => {
@@ -1651,7 +1719,7 @@ pub(super) fn race_units(path: &Path, unit: usize, units: usize, time: Duration)
                     // One unit, or two neighbours in one read.
                     let n = if rng.next_u64() % 2 == 0 { 1 } else { 2 };
                     let len = n * unit;
-                    if let Err(e) = file.read_exact_at(&mut buf[..len], (i * unit) as u64) {
+                    if let Err(e) = file.read_exact_at(&mut buf[..len], base + (i * unit) as u64) {
                         return fail(format!("reader {r}: read of unit {i}: {e}"));
                     }
                     for k in 0..n {
@@ -1685,7 +1753,7 @@ pub(super) fn race_units(path: &Path, unit: usize, units: usize, time: Duration)
 }
 
 /// Sets untorn's testing knob `debug_skip_publication` of the mount at `mountpoint`.
-pub(super) fn set_skip_publication(mountpoint: &Path, on: bool) -> Result<()> {
+fn set_skip_publication(mountpoint: &Path, on: bool) -> Result<()> {
     let path = counters_dir(mountpoint)?.join("debug_skip_publication");
     fs::write(&path, if on { "true" } else { "false" })
         .with_context(|| format!("cannot write {}", path.display()))
@@ -1694,22 +1762,18 @@ pub(super) fn set_skip_publication(mountpoint: &Path, on: bool) -> Result<()> {
 /// Racing overlapping untorn writes with readers that check every unit they read; then the
 /// negative control: the same race with untorn's publication switched off must show a torn
 /// read, or the race could not have caught one.
-fn racing_atomic_writes(stack: &mut Stack) -> Result<()> {
+fn racing_atomic_writes(subject: &mut Subject) -> Result<()> {
     const UNITS: usize = 16;
-    let AtomicFile {
-        up: _,
-        low,
-        path,
-        file: f,
-        limits,
-    } = atomic_file(stack, "racing")?;
+    let tf = subject.file("racing")?;
+    let limits = tf.limits()?;
+    let mount = tf.mount()?;
     // The largest unit both lowers take: the longer a copy into the page cache, the likelier
     // a reader meets one half done.
     let unit = 65536u32.clamp(limits.unit_min(), limits.unit_max()) as usize;
-    write_first_versions(&f, unit, UNITS)?;
-    let before = read_counters(stack.top())?;
-    let race = race_units(&path, unit, UNITS, RACE_TIME);
-    let retries = read_counters(stack.top())?
+    write_first_versions(&tf.file, tf.base, unit, UNITS)?;
+    let before = read_counters(mount)?;
+    let race = race_units(&tf.path, tf.base, unit, UNITS, RACE_TIME);
+    let retries = read_counters(mount)?
         .get("reader_retries")
         .copied()
         .unwrap_or(0)
@@ -1728,19 +1792,12 @@ fn racing_atomic_writes(stack: &mut Stack) -> Result<()> {
         race.writes,
         race.reads
     );
-    // The end state: every unit whole, and the same on the lower.
-    ensure_whole_and_on_lower(
-        &path,
-        &low.join("f"),
-        UNITS * unit,
-        unit,
-        UNITS,
-        "after the race",
-    )?;
+    // The end state: every unit whole, and the same on storage.
+    ensure_whole_and_below(&tf, UNITS * unit, unit, UNITS, "after the race")?;
     // The negative control, on the same file: fewer units, so readers meet writes more often.
-    set_skip_publication(stack.top(), true)?;
-    let control = race_units(&path, unit, 2, RACE_CONTROL_TIME);
-    set_skip_publication(stack.top(), false)?;
+    set_skip_publication(mount, true)?;
+    let control = race_units(&tf.path, tf.base, unit, 2, RACE_CONTROL_TIME);
+    set_skip_publication(mount, false)?;
     match control.failure {
         Some(message) if message.contains("torn or corrupt") => {
             println!(
@@ -1770,22 +1827,18 @@ const STRESS_HUNG_TASK_SECS: &str = "20";
 /// stores through that mapping, reads into it, writeback, and a `fork` loop that takes the
 /// process's `mmap_lock` for writing, all at once under a short hung-task timeout. Each thread
 /// must make progress and stop; then the tagged units are whole and the lower equals untorn.
-fn mmap_fork_stress(stack: &mut Stack) -> Result<()> {
+fn mmap_fork_stress(subject: &mut Subject) -> Result<()> {
     const UNITS: usize = 8;
-    let AtomicFile {
-        up: _,
-        low,
-        path,
-        file: f,
-        limits,
-    } = atomic_file(stack, "stress")?;
-    let unit = page_unit(&limits);
+    let tf = subject.file("stress")?;
+    let (path, f) = (&tf.path, &tf.file);
+    let unit = page_unit(&tf.limits()?);
     // Three regions of `UNITS` units: tagged untorn writes, the shared mapping, and untorn
     // writes whose data comes from the mapping.
     let region = UNITS * unit;
-    let (tagged, mapped, from_map) = (0u64, region as u64, 2 * region as u64);
-    write_first_versions(&f, unit, 3 * UNITS)?;
-    let map = Mapping::new(&f, mapped, region, true).context("mmap of the middle region")?;
+    let tagged = tf.base;
+    let (mapped, from_map) = (tagged + region as u64, tagged + 2 * region as u64);
+    write_first_versions(f, tagged, unit, 3 * UNITS)?;
+    let map = Mapping::new(f, mapped, region, true).context("mmap of the middle region")?;
     let hung_task = Path::new("/proc/sys/kernel/hung_task_timeout_secs");
     let hung_task_before = fs::read_to_string(hung_task)
         .with_context(|| format!("cannot read {}", hung_task.display()))?;
@@ -1822,7 +1875,7 @@ fn mmap_fork_stress(stack: &mut Stack) -> Result<()> {
     };
     let watchdog = Watchdog::start("the mmap and fork stress", Duration::from_secs(120));
     std::thread::scope(|s| {
-        let (path, map, worker) = (&path, &map, &worker);
+        let (map, worker) = (&map, &worker);
         s.spawn(move || {
             let file = match open_rw(path, false) {
                 Ok(file) => file,
@@ -1945,8 +1998,7 @@ fn mmap_fork_stress(stack: &mut Stack) -> Result<()> {
     }
     drop(map);
     f.sync_all().context("fsync after the stress")?;
-    let size = 3 * region;
-    ensure_whole_and_on_lower(&path, &low.join("f"), size, unit, UNITS, "after the stress")?;
+    ensure_whole_and_below(&tf, 3 * region, unit, UNITS, "after the stress")?;
     Ok(())
 }
 
@@ -1955,7 +2007,7 @@ const PARALLEL_TIME: Duration = Duration::from_secs(2);
 
 /// Runs `write(thread, n)` in two threads for [`PARALLEL_TIME`]; returns how many writes each
 /// thread made.
-pub(super) fn two_writers(write: &(dyn Fn(u64, u64) -> Result<()> + Sync)) -> Result<[u64; 2]> {
+fn two_writers(write: &(dyn Fn(u64, u64) -> Result<()> + Sync)) -> Result<[u64; 2]> {
     let stop = AtomicBool::new(false);
     let counts = [AtomicU64::new(0), AtomicU64::new(0)];
     let results: Vec<Result<()>> = std::thread::scope(|s| {
@@ -2167,62 +2219,87 @@ fn bounce_cache(stack: &mut Stack) -> Result<()> {
 
 /// Writethrough writes to disjoint ranges of one file run in parallel (semantics 7): two
 /// threads' untorn writes inside the file overlap in time (`writethrough_overlapped` grows).
-/// The control: extending writes take the inode lock exclusively, so two threads appending to
-/// one file never overlap (the counter stays), which shows that the counter tells the two apart.
-fn parallel_disjoint_writes(stack: &mut Stack) -> Result<()> {
+/// The controls show that the counter tells parallel writes from serialised ones: with the
+/// set-user-ID bit on the file (which the root writer keeps), every write checks privileges
+/// under the inode lock held exclusively, and the same writes never overlap; and, where the
+/// mount can make a second file, two threads appending to it (extending writes take the inode
+/// lock exclusively) never overlap.
+fn parallel_disjoint_writes(subject: &mut Subject) -> Result<()> {
     const UNITS: u64 = 16;
-    let AtomicFile {
-        up,
-        low: _,
-        path,
-        file: f,
-        limits,
-    } = atomic_file(stack, "parallel")?;
-    let unit = page_unit(&limits);
+    let tf = subject.file("parallel")?;
+    let (path, base) = (&tf.path, tf.base);
+    let unit = page_unit(&tf.limits()?);
     let size = UNITS as usize * unit;
-    f.write_all_at(&pattern(70, size), 0)?;
-    f.sync_all()?;
-    let overlapped = |stack: &Stack| -> Result<u64> {
-        Ok(read_counters(stack.top())?
+    tf.file.write_all_at(&pattern(70, size), base)?;
+    tf.file.sync_all()?;
+    let overlapped = || -> Result<u64> {
+        Ok(tf
+            .counters()?
             .get("writethrough_overlapped")
             .copied()
             .unwrap_or(0))
     };
-    let before = overlapped(stack)?;
-    let files = [open_rw(&path, false)?, open_rw(&path, false)?];
-    let done = two_writers(&|t, n| {
-        // Thread 0 writes the first half, thread 1 the second.
-        let i = t * UNITS / 2 + n % (UNITS / 2);
-        let data = pattern(100 + t * 1000 + n, unit);
-        expect_written(
-            atomic_write(&files[t as usize], &data, i * unit as u64),
-            unit,
-            "RWF_ATOMIC write inside the file",
-        )
-    })?;
-    let inside = overlapped(stack)? - before;
+    let files = [open_rw(path, false)?, open_rw(path, false)?];
+    // Thread 0 writes the first half, thread 1 the second; returns the writes of each and how
+    // many overlapped another.
+    let race = || -> Result<([u64; 2], u64)> {
+        let before = overlapped()?;
+        let done = two_writers(&|t, n| {
+            let i = t * UNITS / 2 + n % (UNITS / 2);
+            let data = pattern(100 + t * 1000 + n, unit);
+            expect_written(
+                atomic_write(&files[t as usize], &data, base + i * unit as u64),
+                unit,
+                "RWF_ATOMIC write inside the file",
+            )
+        })?;
+        ensure!(
+            done.iter().all(|&n| n > 0),
+            "a writer made no write: {done:?}"
+        );
+        Ok((done, overlapped()?.saturating_sub(before)))
+    };
+    let (done, inside) = race()?;
     println!(
         "#   inside the file: {} and {} untorn writes, {inside} began while the other's was in \
          flight",
         done[0], done[1]
     );
     ensure!(
-        done.iter().all(|&n| n > 0),
-        "a writer made no write: {done:?}"
-    );
-    ensure!(
         inside > 0,
         "writes to disjoint ranges never overlapped in {PARALLEL_TIME:?} ({done:?} writes): \
          they are serialised"
     );
-    // The control: appending writethrough writes, which extend the file.
-    let g = create_with(&up.join("g"), b"")?;
+    // The control: the same writes with the set-user-ID bit on.
+    let chmod = |bits: u32| {
+        fs::set_permissions(path, std::os::unix::fs::PermissionsExt::from_mode(bits))
+            .with_context(|| format!("chmod {bits:o} {}", path.display()))
+    };
+    let mode = fs::metadata(path)?.permissions();
+    chmod(std::os::unix::fs::PermissionsExt::mode(&mode) & 0o777 | 0o4000)?;
+    let control = race();
+    fs::set_permissions(path, mode).with_context(|| format!("chmod {}", path.display()))?;
+    let (done, serialised) = control?;
+    println!(
+        "#   control (set-user-ID): {} and {} writes, {serialised} overlapped",
+        done[0], done[1]
+    );
+    ensure!(
+        serialised == 0,
+        "the control: {serialised} writes overlapped although each held the inode lock \
+         exclusively, so the counter cannot tell parallel writes from serialised ones"
+    );
+    // The control of extending writes: appending writethrough writes to a second file.
+    let Some(g_path) = tf.sibling("g") else {
+        return Ok(());
+    };
+    let g = create_with(&g_path, b"")?;
     set_mode(&g, FileMode::WRITETHROUGH, "mark g")?;
     let appenders = [
-        OpenOptions::new().append(true).open(up.join("g"))?,
-        OpenOptions::new().append(true).open(up.join("g"))?,
+        OpenOptions::new().append(true).open(&g_path)?,
+        OpenOptions::new().append(true).open(&g_path)?,
     ];
-    let before = overlapped(stack)?;
+    let before = overlapped()?;
     let done = two_writers(&|t, n| {
         let data = pattern(200 + t * 1000 + n, unit);
         expect_written(
@@ -2231,7 +2308,7 @@ fn parallel_disjoint_writes(stack: &mut Stack) -> Result<()> {
             "appending writethrough write",
         )
     })?;
-    let appending = overlapped(stack)? - before;
+    let appending = overlapped()? - before;
     println!(
         "#   appending: {} and {} writethrough writes, {appending} overlapped",
         done[0], done[1]
@@ -2245,7 +2322,7 @@ fn parallel_disjoint_writes(stack: &mut Stack) -> Result<()> {
         "{appending} extending writes overlapped another: they must hold the inode lock \
          exclusively"
     );
-    let len = fs::metadata(up.join("g"))?.len();
+    let len = fs::metadata(&g_path)?.len();
     ensure!(
         len == (done[0] + done[1]) * unit as u64,
         "g holds {len} bytes after {done:?} appends of {unit}"
@@ -2254,12 +2331,11 @@ fn parallel_disjoint_writes(stack: &mut Stack) -> Result<()> {
 }
 
 /// A user buffer whose tail faults: the untorn write fails with `EFAULT` and changes nothing.
-fn user_fault_leaves_old_data(stack: &mut Stack) -> Result<()> {
-    let (up, low) = test_dir(stack, "user-fault")?;
+fn user_fault_leaves_old_data(subject: &mut Subject) -> Result<()> {
     const SIZE: usize = 65536;
-    let (f, want) = prefilled(&up.join("f"), SIZE, 40)?;
-    let limits = untorn_limits(lower_limits(&low.join("f"))?.1);
-    ensure!(limits.is_supported(), "the lower offers no atomic writes");
+    let (tf, want) = subject.prefilled("user-fault", SIZE, 40)?;
+    let (f, base) = (&tf.file, tf.base);
+    let limits = tf.limits()?;
     let page = sys::page_size();
     let len = (2 * page as u32).clamp(limits.unit_min(), limits.unit_max()) as usize;
     ensure!(
@@ -2267,12 +2343,18 @@ fn user_fault_leaves_old_data(stack: &mut Stack) -> Result<()> {
         "the largest atomic unit {} is below two pages",
         limits.unit_max()
     );
-    let check = |what: &str| -> Result<()> {
-        ensure_upper(&up.join("f"), &want, what)?;
-        ensure_lower(&low.join("f"), &want, what)
+    // What must not change: the prefilled bytes and, where the file does not end there (raw
+    // mode), the unit after them, which the write at the end aims at.
+    let mut want = want;
+    let end = if tf.fixed_size() {
+        want.extend(read_at(f, base + SIZE as u64, len)?);
+        "after the prefilled bytes"
+    } else {
+        "at EOF (extending)"
     };
+    let check = |what: &str| tf.ensure_both(&want, what);
     for tail in [Tail::Unmapped, Tail::ProtNone] {
-        for (offset, place) in [(len, "inside the file"), (SIZE, "at EOF (extending)")] {
+        for (offset, place) in [(len, "inside the file"), (SIZE, end)] {
             let mut buf = PartlyMapped::new(page, len, tail)?;
             buf.head_mut().fill(0xab);
             let what = format!(
@@ -2280,7 +2362,7 @@ fn user_fault_leaves_old_data(stack: &mut Stack) -> Result<()> {
                  first are {tail:?}"
             );
             expect_err(
-                buf.pwritev2(&f, offset as u64, sys::RWF_ATOMIC),
+                buf.pwritev2(f, base + offset as u64, sys::RWF_ATOMIC),
                 libc::EFAULT,
                 &what,
             )?;
@@ -2288,11 +2370,11 @@ fn user_fault_leaves_old_data(stack: &mut Stack) -> Result<()> {
         }
     }
     // In writethrough mode an eligible plain write is untorn too: all or nothing.
-    set_mode(&f, FileMode::WRITETHROUGH, "mark f")?;
+    set_mode(f, FileMode::WRITETHROUGH, "mark f")?;
     let mut buf = PartlyMapped::new(page, len, Tail::ProtNone)?;
     buf.head_mut().fill(0xcd);
     expect_err(
-        buf.pwritev2(&f, len as u64, 0),
+        buf.pwritev2(f, base + len as u64, 0),
         libc::EFAULT,
         &format!("writethrough write of {len} bytes from a buffer faulting after one page"),
     )?;
