@@ -7,7 +7,7 @@
 use super::{
     raw::RawMount,
     stacking::{self, create_with, ensure_bytes, read_at, Stack},
-    writethrough::{lower_limits, open_ro, read_counters, untorn_limits, Counters},
+    writethrough::{ensure_lower, lower_limits, open_ro, read_counters, untorn_limits, Counters},
 };
 use crate::{exercise::pattern, limits::FileLimits, sys};
 use anyhow::{ensure, Context, Result};
@@ -193,18 +193,13 @@ impl TestFile {
     /// Fails unless storage holds exactly `want` from the base: in stacked mode the lower file
     /// also has size `want.len()`; a device's size never changes.
     pub(super) fn ensure_below(&self, want: &[u8], what: &str) -> Result<()> {
-        if let Storage::LowerFile(low) = &self.storage {
-            let size = fs::metadata(low)
-                .with_context(|| format!("{what}: stat the lower {}", low.display()))?
-                .len();
-            ensure!(
-                size == want.len() as u64,
-                "{what}: the lower file has size {size}, expected {} (not written through?)",
-                want.len()
-            );
+        match &self.storage {
+            Storage::LowerFile(low) => ensure_lower(low, want, what),
+            Storage::Device(_) => {
+                let got = self.below(0, want.len())?;
+                ensure_bytes(&got, want, &format!("{what}: the device, O_DIRECT"))
+            }
         }
-        let got = self.below(0, want.len())?;
-        ensure_bytes(&got, want, &format!("{what}: storage, O_DIRECT"))
     }
 
     /// Fails unless the file through untorn, read with a fresh descriptor, holds exactly `want`

@@ -454,7 +454,7 @@ fn lower_range(low: &Path, offset: u64, len: usize) -> Result<Vec<u8>> {
 
 /// Fails unless the lower file has size `want.len()` and, read with `O_DIRECT` (without any
 /// fsync), exactly the bytes `want`.
-fn ensure_lower(low: &Path, want: &[u8], what: &str) -> Result<()> {
+pub(super) fn ensure_lower(low: &Path, want: &[u8], what: &str) -> Result<()> {
     let size = fs::metadata(low)
         .with_context(|| format!("{what}: stat the lower {}", low.display()))?
         .len();
