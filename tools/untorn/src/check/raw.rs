@@ -42,7 +42,7 @@ const DATA: &str = "data";
 /// `statfs`'s `f_type` of untorn.
 const UNTORN_MAGIC: i64 = 0x756e_746f;
 /// Each test's region of the device.
-const REGION: u64 = 16 << 20;
+pub(super) const REGION: u64 = 16 << 20;
 
 /// A raw mount of a device; dropped in this order: the mount, the module, the device's owner.
 pub(super) struct RawMount {
@@ -126,12 +126,15 @@ impl RawMount {
         Ok(untorn_limits(limits))
     }
 
-    /// Runs a writethrough test of both modes on this mount, then turns the mode of `data`
-    /// off: it lasts as long as the mount, and the next test expects a new file's.
+    /// Runs a writethrough test of both modes on this mount; then turns the mode of `data`
+    /// off (it lasts as long as the mount, and the next test expects a new file's) and writes
+    /// back what the test left dirty (so that the next test's counters see only its writes).
     fn run(&mut self, test: fn(&mut Subject) -> Result<()>) -> Result<()> {
         let result = test(&mut Subject::Raw(self));
-        let reset = open_rw(&self.data(), false)
-            .and_then(|f| set_mode(&f, FileMode::OFF, "turn the mode of data off"));
+        let reset = open_rw(&self.data(), false).and_then(|f| {
+            set_mode(&f, FileMode::OFF, "turn the mode of data off")?;
+            f.sync_all().context("fsync data after the test")
+        });
         result.and(reset)
     }
 }

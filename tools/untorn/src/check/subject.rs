@@ -5,11 +5,18 @@
 //! whose one file `data` the tests of one mount share, each in a region of its own.
 
 use super::{
-    raw::RawMount,
-    stacking::{self, create_with, ensure_bytes, read_at, Stack},
-    writethrough::{ensure_lower, lower_limits, open_ro, read_counters, untorn_limits, Counters},
+    raw::{RawMount, REGION},
+    stacking::{self, create_with, ensure_bytes, read_at, Stack, UNTORN},
+    writethrough::{
+        ensure_lower, lower_limits, open_ro, read_counters, set_mode, untorn_limits, Counters,
+    },
 };
-use crate::{exercise::pattern, limits::FileLimits, sys};
+use crate::{
+    exercise::pattern,
+    guest::{self, Mounted},
+    limits::FileLimits,
+    sys,
+};
 use anyhow::{ensure, Context, Result};
 use std::{
     fs::{self, File, OpenOptions},
@@ -17,6 +24,7 @@ use std::{
     path::{Path, PathBuf},
 };
 use untorn_logic::atomic_write::AtomicWriteLimits;
+use untorn_logic::mount_options::FileMode;
 
 /// untorn in one of its modes, as a writethrough test sees it.
 pub(super) enum Subject<'a> {
@@ -47,6 +55,8 @@ pub(super) struct TestFile {
     mount: Option<PathBuf>,
     /// A directory of the mount (stacked: the test's own; raw: the root).
     pub(super) dir: PathBuf,
+    /// A mount of the test's own, if it has one; unmounted after `file` is closed.
+    _own_mount: Option<Mounted>,
 }
 
 impl Subject<'_> {
@@ -67,6 +77,7 @@ impl Subject<'_> {
                     storage: Storage::LowerFile(stack.lower_dir().join(name).join("f")),
                     mount: (!stack.is_reference()).then(|| stack.top().to_path_buf()),
                     dir: up,
+                    _own_mount: None,
                 })
             }
             Subject::Raw(raw) => {
@@ -84,6 +95,7 @@ impl Subject<'_> {
                     storage: Storage::Device(raw.device().to_path_buf()),
                     mount: Some(raw.mount_path().to_path_buf()),
                     dir: raw.mount_path().to_path_buf(),
+                    _own_mount: None,
                 })
             }
         }
@@ -104,6 +116,38 @@ impl Subject<'_> {
         tf.file
             .sync_all()
             .with_context(|| format!("fsync {}", tf.path.display()))?;
+        Ok((tf, data))
+    }
+
+    /// Like [`Self::prefilled`], on a mount of the test's own where the mode can make one, so
+    /// that the counters show only the test's writes. A raw device mounts once: there the
+    /// shared mount's counters serve, as its tests run one at a time.
+    pub(super) fn prefilled_on_own_mount(
+        &mut self,
+        name: &str,
+        len: usize,
+        seed: u64,
+    ) -> Result<(TestFile, Vec<u8>)> {
+        let Subject::Stacked(stack) = self else {
+            return self.prefilled(name, len, seed);
+        };
+        let src = stack.lower_dir().join(name);
+        fs::create_dir(&src).with_context(|| format!("cannot create {}", src.display()))?;
+        let own = Mounted::mount(UNTORN, guest::path_str(&src)?, "")?;
+        let path = own.path().join("f");
+        let data = pattern(seed, len);
+        let file = create_with(&path, &data)?;
+        file.sync_all()
+            .with_context(|| format!("fsync {}", path.display()))?;
+        let tf = TestFile {
+            path,
+            base: 0,
+            file,
+            storage: Storage::LowerFile(src.join("f")),
+            mount: Some(own.path().to_path_buf()),
+            dir: own.path().to_path_buf(),
+            _own_mount: Some(own),
+        };
         Ok((tf, data))
     }
 
@@ -131,6 +175,50 @@ impl TestFile {
             Storage::Device(_) => writes,
             Storage::LowerFile(_) => 0,
         }
+    }
+
+    /// A second test file `name` in mode off, holding `len` bytes of pattern `seed` (synced),
+    /// next to this one; and those bytes. A raw mount has one file: there the second is a
+    /// later part of this test's region of `data`, and since the mode belongs to the file,
+    /// making it turns the mode off for this one too.
+    pub(super) fn second(&self, name: &str, len: usize, seed: u64) -> Result<(TestFile, Vec<u8>)> {
+        let data = pattern(seed, len);
+        let second = match &self.storage {
+            Storage::LowerFile(low) => {
+                let path = self.dir.join(name);
+                let file = create_with(&path, &data)?;
+                let low = low.with_file_name(name);
+                TestFile {
+                    path,
+                    base: 0,
+                    file,
+                    storage: Storage::LowerFile(low),
+                    mount: self.mount.clone(),
+                    dir: self.dir.clone(),
+                    _own_mount: None,
+                }
+            }
+            Storage::Device(device) => {
+                set_mode(&self.file, FileMode::OFF, "data, for the second test file")?;
+                let base = self.base + REGION / 2;
+                let file = self.file.try_clone()?;
+                file.write_all_at(&data, base)?;
+                TestFile {
+                    path: self.path.clone(),
+                    base,
+                    file,
+                    storage: Storage::Device(device.clone()),
+                    mount: self.mount.clone(),
+                    dir: self.dir.clone(),
+                    _own_mount: None,
+                }
+            }
+        };
+        second
+            .file
+            .sync_all()
+            .with_context(|| format!("fsync {}", second.path.display()))?;
+        Ok((second, data))
     }
 
     /// Whether the file's size is storage's (raw mode): a write at the test's end then lands

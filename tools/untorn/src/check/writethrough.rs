@@ -126,10 +126,9 @@ const TESTS: &[(&str, Run, bool)] = &[
         Run::Stacked(mode_read_only_erofs),
         false,
     ),
-    // A mount of its own (exact counters) and a second file in mode off.
     (
         "written-through-at-once",
-        Run::Stacked(written_through_at_once),
+        Run::BothModes(written_through_at_once),
         false,
     ),
     ("mmap-coherence", Run::BothModes(mmap_coherence), false),
@@ -150,7 +149,8 @@ const TESTS: &[(&str, Run, bool)] = &[
         Run::BothModes(parallel_disjoint_writes),
         false,
     ),
-    // Unmounts a second mount of its own while a child lives; a raw device mounts once.
+    // Needs a fresh second mount (whose bounce cache holds only its child's bounces) to unmount
+    // while the child lives; a raw device mounts once, and its shared mount caches the tool's.
     ("bounce-cache", Run::Stacked(bounce_cache), false),
     ("mmap-fork-stress", Run::BothModes(mmap_fork_stress), false),
     // The exerciser makes, extends and removes files.
@@ -165,7 +165,7 @@ const TORNBLK_TESTS: &[(&str, Run)] = &[
     ("rwf-atomic-refused", Run::BothModes(rwf_atomic_refused)),
     (
         "written-through-at-once",
-        Run::Stacked(written_through_at_once),
+        Run::BothModes(written_through_at_once),
     ),
     ("end-of-file", Run::Stacked(end_of_file)),
     (
@@ -1267,47 +1267,38 @@ fn mode_read_only_erofs(stack: &mut Stack) -> Result<()> {
 // ---------------------------------------------------------------------------------------------
 // Writethrough semantics
 
-fn written_through_at_once(stack: &mut Stack) -> Result<()> {
+/// In writethrough mode a plain write is on storage when it returns, an eligible one as one
+/// untorn write, with exact counters; `RWF_ATOMIC` writes through a file in mode off too, and a
+/// plain write to it is not written through.
+fn written_through_at_once(subject: &mut Subject) -> Result<()> {
     // A mount of its own, so that only this test's writes show in the counters.
-    let src = stack.lower_dir().join("written-through");
-    fs::create_dir(&src)?;
-    let m = Mounted::mount(UNTORN, guest::path_str(&src)?, "")?;
-    let (f, mut want) = prefilled(&m.path().join("f"), 65536, 12)?;
-    let limits = untorn_limits(lower_limits(&src.join("f"))?.1);
-    ensure!(limits.is_supported(), "the lower offers no atomic writes");
-    let unit = page_unit(&limits);
-    set_mode(&f, FileMode::WRITETHROUGH, "mark f")?;
-    let c0 = read_counters(m.path())?;
-    let l0 = latency_total(m.path())?;
+    let (tf, mut want) = subject.prefilled_on_own_mount("written-through", 65536, 12)?;
+    let (f, base, mount) = (&tf.file, tf.base, tf.mount()?);
+    let unit = page_unit(&tf.limits()?);
+    set_mode(f, FileMode::WRITETHROUGH, "mark f")?;
+    let c0 = read_counters(mount)?;
+    let l0 = latency_total(mount)?;
 
     // Not eligible (unaligned): written through without the promise.
     let small = pattern(13, 100);
     expect_written(
-        f.write_at(&small, 5000),
+        f.write_at(&small, base + 5000),
         100,
         "writethrough write of 100 bytes at 5000",
     )?;
     want[5000..5100].copy_from_slice(&small);
-    ensure_lower(&src.join("f"), &want, "after a 100-byte writethrough write")?;
-    ensure_upper(
-        &m.path().join("f"),
-        &want,
-        "after a 100-byte writethrough write",
-    )?;
+    tf.ensure_below(&want, "after a 100-byte writethrough write")?;
+    tf.ensure_upper(&want, "after a 100-byte writethrough write")?;
     // Eligible: one untorn write.
     let page = pattern(14, unit);
     expect_written(
-        f.write_at(&page, unit as u64),
+        f.write_at(&page, base + unit as u64),
         unit,
         &format!("writethrough write of {unit} bytes at {unit}"),
     )?;
     want[unit..2 * unit].copy_from_slice(&page);
-    ensure_lower(
-        &src.join("f"),
-        &want,
-        "after an eligible writethrough write",
-    )?;
-    let c1 = read_counters(m.path())?;
+    tf.ensure_below(&want, "after an eligible writethrough write")?;
+    let c1 = read_counters(mount)?;
     ensure_deltas(
         &c0,
         &c1,
@@ -1320,10 +1311,11 @@ fn written_through_at_once(stack: &mut Stack) -> Result<()> {
             ("err_fault", 0),
             ("err_inval", 0),
             ("err_lower", 0),
+            ("device_atomic_writes", tf.device_bios(1)),
         ],
         "after two writethrough writes",
     )?;
-    let l1 = latency_total(m.path())?;
+    let l1 = latency_total(mount)?;
     ensure!(
         l1 == l0 + 2,
         "wt_latency_us counts {} writes more after two writethrough writes",
@@ -1331,7 +1323,7 @@ fn written_through_at_once(stack: &mut Stack) -> Result<()> {
     );
     // The folios are clean: fsync writes nothing back.
     f.sync_all()?;
-    let c2 = read_counters(m.path())?;
+    let c2 = read_counters(mount)?;
     ensure_deltas(
         &c1,
         &c2,
@@ -1340,24 +1332,25 @@ fn written_through_at_once(stack: &mut Stack) -> Result<()> {
     )?;
 
     // RWF_ATOMIC on a file that is not in writethrough mode.
-    let (g, mut want_g) = prefilled(&m.path().join("g"), 65536, 15)?;
-    ensure_mode(&g, FileMode::OFF, FileMode::OFF, "g")?;
-    let c3 = read_counters(m.path())?;
+    let (tg, mut want_g) = tf.second("g", 65536, 15)?;
+    let (g, base_g) = (&tg.file, tg.base);
+    ensure_mode(g, FileMode::OFF, FileMode::OFF, "g")?;
+    let c3 = read_counters(mount)?;
     let page = pattern(16, unit);
     expect_written(
-        atomic_write(&g, &page, 2 * unit as u64),
+        atomic_write(g, &page, base_g + 2 * unit as u64),
         unit,
         &format!("RWF_ATOMIC write of {unit} bytes to a file in mode off"),
     )?;
     want_g[2 * unit..3 * unit].copy_from_slice(&page);
-    ensure_lower(&src.join("g"), &want_g, "after an RWF_ATOMIC write")?;
+    tg.ensure_below(&want_g, "after an RWF_ATOMIC write")?;
     // A refused one counts as an EINVAL failure.
     expect_err(
-        atomic_write(&g, &page, 1),
+        atomic_write(g, &page, base_g + 1),
         libc::EINVAL,
         "misaligned RWF_ATOMIC write",
     )?;
-    let c4 = read_counters(m.path())?;
+    let c4 = read_counters(mount)?;
     ensure_deltas(
         &c3,
         &c4,
@@ -1367,13 +1360,19 @@ fn written_through_at_once(stack: &mut Stack) -> Result<()> {
             ("untorn_bytes", unit as u64),
             ("writethrough_not_eligible", 0),
             ("err_inval", 1),
+            ("device_atomic_writes", tg.device_bios(1)),
         ],
         "after an RWF_ATOMIC write and a refused one",
     )?;
     // Plain buffered writes to g are not written through.
-    g.write_all_at(&pattern(17, 100), 0)?;
-    let c5 = read_counters(m.path())?;
-    ensure_deltas(&c4, &c5, &[("writethrough_writes", 0)], "a buffered write")?;
+    g.write_all_at(&pattern(17, 100), base_g)?;
+    let c5 = read_counters(mount)?;
+    ensure_deltas(
+        &c4,
+        &c5,
+        &[("writethrough_writes", 0), ("device_writes", 0)],
+        "a buffered write",
+    )?;
     Ok(())
 }
 
