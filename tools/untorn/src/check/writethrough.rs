@@ -185,18 +185,17 @@ impl Run {
 
 /// The tests of [`TESTS`] (`on_tornblk`: of [`TORNBLK_TESTS`]) that run in raw mode too.
 pub(super) fn both_modes(on_tornblk: bool) -> Vec<(&'static str, SubjectTest)> {
-    let pick = |&(name, run): &(&'static str, Run)| match run {
-        Run::BothModes(f) => Some((name, f)),
-        Run::Stacked(_) => None,
-    };
-    if on_tornblk {
-        TORNBLK_TESTS.iter().filter_map(pick).collect()
+    let runs: Vec<(&'static str, Run)> = if on_tornblk {
+        TORNBLK_TESTS.to_vec()
     } else {
-        TESTS
-            .iter()
-            .filter_map(|&(name, run, _)| pick(&(name, run)))
-            .collect()
-    }
+        TESTS.iter().map(|&(name, run, _)| (name, run)).collect()
+    };
+    runs.into_iter()
+        .filter_map(|(name, run)| match run {
+            Run::BothModes(f) => Some((name, f)),
+            Run::Stacked(_) => None,
+        })
+        .collect()
 }
 
 /// tornblk's settings for these tests: 4 KiB blocks, atomic writes of 4 KiB to 32 KiB (scsi_debug
