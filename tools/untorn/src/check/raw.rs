@@ -84,6 +84,10 @@ impl RawMount {
         self.mount.path()
     }
 
+    pub(super) fn mount_mut(&mut self) -> &mut Mounted {
+        &mut self.mount
+    }
+
     /// The offset of a region of the device no other test of this mount has taken, so that the
     /// tests of one mount do not see each other's bytes.
     pub(super) fn take_region(&mut self) -> Result<u64> {

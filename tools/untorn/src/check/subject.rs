@@ -34,6 +34,31 @@ pub(super) enum Subject<'a> {
     Raw(&'a mut RawMount),
 }
 
+/// A mount a test may unmount and mount again: its own, or the shared one of raw mode.
+pub(super) enum MountRef<'a> {
+    Own(Mounted),
+    Shared(&'a mut Mounted),
+}
+
+impl std::ops::Deref for MountRef<'_> {
+    type Target = Mounted;
+    fn deref(&self) -> &Mounted {
+        match self {
+            MountRef::Own(m) => m,
+            MountRef::Shared(m) => m,
+        }
+    }
+}
+
+impl std::ops::DerefMut for MountRef<'_> {
+    fn deref_mut(&mut self) -> &mut Mounted {
+        match self {
+            MountRef::Own(m) => m,
+            MountRef::Shared(m) => m,
+        }
+    }
+}
+
 /// Where the bytes under a test file are, read without untorn's cache.
 enum Storage {
     /// The lower file (stacked mode).
@@ -149,6 +174,31 @@ impl Subject<'_> {
             _own_mount: Some(own),
         };
         Ok((tf, data))
+    }
+
+    /// A test file on a mount the test may unmount and mount again, fresh (its bounce cache
+    /// and counters start empty): in stacked mode a second mount of the lower directory, of
+    /// the test's own; in raw mode the shared mount, mounted again first (a device mounts once;
+    /// its tests run one at a time). `file` is open through the shared mount: drop the test file
+    /// before unmounting in raw mode.
+    pub(super) fn file_on_fresh_mount(&mut self, name: &str) -> Result<(TestFile, MountRef<'_>)> {
+        if let Subject::Raw(raw) = self {
+            raw.mount_mut().cycle()?;
+        }
+        let shared = self.file(name)?;
+        match self {
+            Subject::Stacked(stack) => {
+                let own = Mounted::mount(UNTORN, guest::path_str(stack.lower_dir())?, "")?;
+                let tf = TestFile {
+                    path: own.path().join(name).join("f"),
+                    mount: Some(own.path().to_path_buf()),
+                    dir: own.path().join(name),
+                    ..shared
+                };
+                Ok((tf, MountRef::Own(own)))
+            }
+            Subject::Raw(raw) => Ok((shared, MountRef::Shared(raw.mount_mut()))),
+        }
     }
 
     pub(super) fn is_reference(&self) -> bool {

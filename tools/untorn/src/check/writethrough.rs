@@ -149,9 +149,7 @@ const TESTS: &[(&str, Run, bool)] = &[
         Run::BothModes(parallel_disjoint_writes),
         false,
     ),
-    // Needs a fresh second mount (whose bounce cache holds only its child's bounces) to unmount
-    // while the child lives; a raw device mounts once, and its shared mount caches the tool's.
-    ("bounce-cache", Run::Stacked(bounce_cache), false),
+    ("bounce-cache", Run::BothModes(bounce_cache), false),
     ("mmap-fork-stress", Run::BothModes(mmap_fork_stress), false),
     // The exerciser makes, extends and removes files.
     ("exercise-30s", Run::Stacked(exercise_writethrough), false),
@@ -243,7 +241,6 @@ fn dsync_survives_power_cut(torn: &mut TornStack) -> Result<()> {
     let stack = &mut torn.stack;
     let AtomicFile {
         up,
-        low: _,
         path,
         file: f,
         limits,
@@ -1615,7 +1612,6 @@ fn ensure_whole_and_below(
 /// A new, empty file `f` in a fresh test directory, on a lower that offers atomic writes.
 struct AtomicFile {
     up: PathBuf,
-    low: PathBuf,
     path: PathBuf,
     file: File,
     /// untorn's limits for the file.
@@ -1631,7 +1627,6 @@ fn atomic_file(stack: &Stack, name: &str) -> Result<AtomicFile> {
     ensure!(limits.is_supported(), "the lower offers no atomic writes");
     Ok(AtomicFile {
         up,
-        low,
         path,
         file,
         limits,
@@ -2059,11 +2054,11 @@ fn two_writers(write: &(dyn Fn(u64, u64) -> Result<()> + Sync)) -> Result<[u64; 
 /// Without the check of a cached bounce before reuse, the write after the unmap would fail
 /// with `EFAULT` and the one after `MAP_FIXED` would write 0xEE; without the release at unmount,
 /// the bounce would stay in the child.
-fn bounce_cache(stack: &mut Stack) -> Result<()> {
-    let AtomicFile { low, limits, .. } = atomic_file(stack, "bounce")?;
+fn bounce_cache(subject: &mut Subject) -> Result<()> {
+    let (tf, mut own) = subject.file_on_fresh_mount("bounce")?;
+    let limits = tf.limits()?;
     let unit = page_unit(&limits);
-    let mut own = Mounted::mount(UNTORN, guest::path_str(stack.lower_dir())?, "")?;
-    let path = own.path().join("bounce").join("f");
+    let (path, base) = (tf.path.clone(), tf.base);
     let file = open_rw(&path, false)?;
     let mut child = ScriptedChild::spawn(&file, unit)?;
     drop(file);
@@ -2094,7 +2089,7 @@ fn bounce_cache(stack: &mut Stack) -> Result<()> {
     let write = |child: &mut ScriptedChild, unit_index: u64, byte: u8, what: &str| {
         child
             .call(ChildOp::AtomicWrite {
-                offset: unit_index * unit as u64,
+                offset: base + unit_index * unit as u64,
                 byte,
             })
             .map_err(|e| anyhow!("{what}: the child's RWF_ATOMIC write: {}", describe(&e)))
@@ -2165,9 +2160,9 @@ fn bounce_cache(stack: &mut Stack) -> Result<()> {
 
     for (i, byte) in [1u8, 2, 3].into_iter().enumerate() {
         let offset = (i * unit) as u64;
-        let through = read_at(&open_rw(&path, false)?, offset, unit)?;
-        let below = sys::read_direct_range(&low.join("f"), offset, unit)?;
-        for (what, got) in [("through untorn", &through), ("on the lower", &below)] {
+        let through = read_at(&open_rw(&path, false)?, base + offset, unit)?;
+        let below = tf.below(offset, unit)?;
+        for (what, got) in [("through untorn", &through), ("on storage", &below)] {
             ensure!(
                 got.iter().all(|&b| b == byte),
                 "unit {i} {what} is not all {byte:#x} (first byte {:#x})",
@@ -2184,7 +2179,10 @@ fn bounce_cache(stack: &mut Stack) -> Result<()> {
         drop(file);
         let before = sys::mappings(large.pid())?;
         large
-            .call(ChildOp::AtomicWrite { offset: 0, byte: 4 })
+            .call(ChildOp::AtomicWrite {
+                offset: base,
+                byte: 4,
+            })
             .map_err(|e| anyhow!("the 128 KiB RWF_ATOMIC write: {}", describe(&e)))?;
         let after = sys::mappings(large.pid())?;
         ensure!(
@@ -2195,8 +2193,9 @@ fn bounce_cache(stack: &mut Stack) -> Result<()> {
         );
     }
 
-    // The child lives on, its file closed; the mount goes.
+    // The child lives on, its file closed; the mount goes (with nothing of the test open).
     child.call(ChildOp::Close)?;
+    drop(tf);
     own.unmount()?;
     let result = (|| {
         ensure!(
