@@ -23,8 +23,7 @@ use std::{
     os::unix::fs::FileExt,
     path::{Path, PathBuf},
 };
-use untorn_logic::atomic_write::AtomicWriteLimits;
-use untorn_logic::mount_options::FileMode;
+use untorn_logic::{atomic_write::AtomicWriteLimits, mount_options::FileMode};
 
 /// untorn in one of its modes, as a writethrough test sees it.
 pub(super) enum Subject<'a> {
@@ -73,7 +72,8 @@ pub(super) struct TestFile {
     pub(super) path: PathBuf,
     /// Where the test's bytes start: 0 in stacked mode, the test's region in raw mode.
     pub(super) base: u64,
-    /// `path`, open for reading and writing.
+    /// The file, open for reading and writing (for a test on a fresh mount, through the shared
+    /// one, so that it never keeps the fresh one busy in stacked mode).
     pub(super) file: File,
     storage: Storage,
     /// untorn's mount point, for its counters and debugfs knobs; `None` in reference mode.

@@ -2041,7 +2041,8 @@ fn two_writers(write: &(dyn Fn(u64, u64) -> Result<()> + Sync)) -> Result<[u64; 
 }
 
 /// The cached bounce buffers of untorn writes (`rust/kernel_ext/bounce.rs`), seen from a child
-/// process whose address space the test reads from outside, on a mount of its own:
+/// process whose address space the test reads from outside, on a fresh mount
+/// ([`Subject::file_on_fresh_mount`]):
 /// - the first write maps one bounce of the unit's size, and the next 19 reuse it
 ///   (`bounce_reused`, `bounce_mapped`);
 /// - after the child unmaps that bounce itself, its next write still succeeds (a new bounce);
