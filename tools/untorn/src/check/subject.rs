@@ -72,8 +72,7 @@ pub(super) struct TestFile {
     pub(super) path: PathBuf,
     /// Where the test's bytes start: 0 in stacked mode, the test's region in raw mode.
     pub(super) base: u64,
-    /// The file, open for reading and writing (for a test on a fresh mount, through the shared
-    /// one, so that it never keeps the fresh one busy in stacked mode).
+    /// `path`, open for reading and writing.
     pub(super) file: File,
     storage: Storage,
     /// untorn's mount point, for its counters and debugfs knobs; `None` in reference mode.
@@ -179,9 +178,9 @@ impl Subject<'_> {
     /// A test file on a mount the test may unmount and mount again, fresh (its bounce cache
     /// and counters start empty): in stacked mode a second mount of the lower directory, of
     /// the test's own; in raw mode the shared mount, mounted again first (a device mounts once;
-    /// its tests run one at a time). `file` is open through the shared mount: drop the test file
-    /// before unmounting in raw mode.
-    pub(super) fn file_on_fresh_mount(&mut self, name: &str) -> Result<(TestFile, MountRef<'_>)> {
+    /// its tests run one at a time). The test file is open on that mount: drop it before
+    /// unmounting (declared after the mount, it is dropped first on an early return too).
+    pub(super) fn file_on_fresh_mount(&mut self, name: &str) -> Result<(MountRef<'_>, TestFile)> {
         if let Subject::Raw(raw) = self {
             raw.mount_mut().cycle()?;
         }
@@ -189,15 +188,22 @@ impl Subject<'_> {
         match self {
             Subject::Stacked(stack) => {
                 let own = Mounted::mount(UNTORN, guest::path_str(stack.lower_dir())?, "")?;
+                let path = own.path().join(name).join("f");
+                let file = OpenOptions::new()
+                    .read(true)
+                    .write(true)
+                    .open(&path)
+                    .with_context(|| format!("cannot open {}", path.display()))?;
                 let tf = TestFile {
-                    path: own.path().join(name).join("f"),
+                    path,
+                    file,
                     mount: Some(own.path().to_path_buf()),
                     dir: own.path().join(name),
                     ..shared
                 };
-                Ok((tf, MountRef::Own(own)))
+                Ok((MountRef::Own(own), tf))
             }
-            Subject::Raw(raw) => Ok((shared, MountRef::Shared(raw.mount_mut()))),
+            Subject::Raw(raw) => Ok((MountRef::Shared(raw.mount_mut()), shared)),
         }
     }
 

@@ -2056,13 +2056,13 @@ fn two_writers(write: &(dyn Fn(u64, u64) -> Result<()> + Sync)) -> Result<[u64; 
 /// with `EFAULT` and the one after `MAP_FIXED` would write 0xEE; without the release at unmount,
 /// the bounce would stay in the child.
 fn bounce_cache(subject: &mut Subject) -> Result<()> {
-    let (tf, mut own) = subject.file_on_fresh_mount("bounce")?;
+    let (mut own, tf) = subject.file_on_fresh_mount("bounce")?;
     let limits = tf.limits()?;
     let unit = page_unit(&limits);
     let (path, base) = (tf.path.clone(), tf.base);
-    let file = open_rw(&path, false)?;
-    let mut child = ScriptedChild::spawn(&file, unit)?;
-    drop(file);
+    // The child inherits every descriptor: the test file is the only one on the mount, and
+    // the child's copy is the one it writes through and closes.
+    let mut child = ScriptedChild::spawn(&tf.file, unit)?;
     let pid = child.pid();
     // The mount's idle bounces (debugfs): only the child writes through this mount.
     let cached = |own: &Mounted| -> Result<Vec<usize>> {
