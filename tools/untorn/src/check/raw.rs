@@ -432,17 +432,37 @@ fn reads_from_device(raw: &mut RawMount) -> Result<()> {
     raw.mount.mount_again()?;
     written.context("writing the device while unmounted")?;
     let before = read_counters(raw.mount.path())?;
-    let got = read_at(&open_ro(&raw.data())?, base, data.len())?;
+    // Sequentially, in 64 KiB pieces: readahead fills its windows with a bio each.
+    let file = open_ro(&raw.data())?;
+    let mut got = Vec::with_capacity(data.len());
+    for at in (0..data.len()).step_by(64 << 10) {
+        got.extend(read_at(&file, base + at as u64, 64 << 10)?);
+    }
     ensure_bytes(&got, &data, "read through untorn")?;
     let after = read_counters(raw.mount.path())?;
-    let count = |c: &super::writethrough::Counters| c.get("device_read_bytes").copied();
-    let reads = count(&after)
-        .zip(count(&before))
-        .map(|(a, b)| a.saturating_sub(b))
-        .context("no device_read_bytes counter")?;
+    let grew = |name: &str| -> Result<u64> {
+        let count = |c: &super::writethrough::Counters| c.get(name).copied();
+        count(&after)
+            .zip(count(&before))
+            .map(|(a, b)| a.saturating_sub(b))
+            .with_context(|| format!("no {name} counter"))
+    };
+    let (bytes, bios) = (grew("device_read_bytes")?, grew("device_reads")?);
+    println!(
+        "#   a cold read of {} bytes: {bios} read bios of {bytes} bytes",
+        data.len()
+    );
     ensure!(
-        reads >= data.len() as u64,
-        "{reads} bytes read from the device for a read of {}",
+        bytes >= data.len() as u64,
+        "{bytes} bytes read from the device for a read of {}",
+        data.len()
+    );
+    // A bio per 128 KiB readahead window and a few, not one per page.
+    let windows = (data.len() >> 17) as u64;
+    ensure!(
+        bios <= windows + 4,
+        "{bios} read bios for {} bytes, more than one per readahead window ({windows}) and a \
+         few: readahead is not batched",
         data.len()
     );
     guest::drop_caches()?;
