@@ -468,6 +468,36 @@ fn ensure_pages_untorn(cluster: &Cluster<'_>, mountpoint: &Path, pages: u64) -> 
     Ok(())
 }
 
+/// Makes table `t`; checks the `(mode, effective mode)` (uapi values) of the files of the table, its index
+/// and a catalog (`relations`) and of the WAL segment (`wal`); rewrites the table, which must
+/// write each page untorn on the mount at `mountpoint`; and checks that the data is sound.
+fn ensure_covered(
+    cluster: &Cluster<'_>,
+    mountpoint: &Path,
+    relations: (u32, u32),
+    wal: (u32, u32),
+) -> Result<()> {
+    let pages = cluster.make_table()?;
+    for relation in ["t", "t_pkey", "pg_class"] {
+        let path = cluster.relation_file(relation)?;
+        ensure_mode(
+            &open_ro(&path)?,
+            relations.0,
+            relations.1,
+            &format!("{relation} ({})", path.display()),
+        )?;
+    }
+    let path = cluster.wal_file()?;
+    ensure_mode(
+        &open_ro(&path)?,
+        wal.0,
+        wal.1,
+        &format!("WAL ({})", path.display()),
+    )?;
+    ensure_pages_untorn(cluster, mountpoint, pages)?;
+    cluster.ensure_sound()
+}
+
 /// The patched server on untorn (`writethrough=marked`, the default): the relation files it
 /// creates (table, index) and opens (a catalog) are in writethrough mode, WAL is not (not a
 /// relation file); each page written back is an untorn write; the setting says so.
@@ -481,25 +511,12 @@ fn patched_on_untorn(fx: &Fixture) -> Result<()> {
         "untorn_data_directory",
         "writethrough (untorn_writethrough, mount option writethrough=marked)",
     )?;
-    let pages = cluster.make_table()?;
-    for relation in ["t", "t_pkey", "pg_class"] {
-        let path = cluster.relation_file(relation)?;
-        ensure_mode(
-            &open_ro(&path)?,
-            FileMode::WRITETHROUGH,
-            FileMode::WRITETHROUGH,
-            &format!("{relation} ({})", path.display()),
-        )?;
-    }
-    let wal = cluster.wal_file()?;
-    ensure_mode(
-        &open_ro(&wal)?,
-        FileMode::OFF,
-        FileMode::OFF,
-        &format!("WAL ({})", wal.display()),
+    ensure_covered(
+        &cluster,
+        upper.path(),
+        (FileMode::WRITETHROUGH, FileMode::WRITETHROUGH),
+        (FileMode::OFF, FileMode::OFF),
     )?;
-    ensure_pages_untorn(&cluster, upper.path(), pages)?;
-    cluster.ensure_sound()?;
     // The mode is the file's, stored on the lower file as the mode ioctl stores it.
     let lower_file = src.join("data").join(cluster.relation_path("t")?);
     let value = sys::getxattr(&lower_file, "trusted.untorn.mode").map_err(|e| {
@@ -559,25 +576,12 @@ fn unpatched_writethrough_all(fx: &Fixture) -> Result<()> {
         "untorn_data_directory",
         "writethrough (mount option writethrough=all)",
     )?;
-    let pages = cluster.make_table()?;
-    for relation in ["t", "t_pkey", "pg_class"] {
-        let path = cluster.relation_file(relation)?;
-        ensure_mode(
-            &open_ro(&path)?,
-            FileMode::OFF,
-            FileMode::WRITETHROUGH,
-            &format!("{relation} ({})", path.display()),
-        )?;
-    }
-    let wal = cluster.wal_file()?;
-    ensure_mode(
-        &open_ro(&wal)?,
-        FileMode::OFF,
-        FileMode::WRITETHROUGH,
-        &format!("WAL ({})", wal.display()),
+    ensure_covered(
+        &cluster,
+        upper.path(),
+        (FileMode::OFF, FileMode::WRITETHROUGH),
+        (FileMode::OFF, FileMode::WRITETHROUGH),
     )?;
-    ensure_pages_untorn(&cluster, upper.path(), pages)?;
-    cluster.ensure_sound()?;
     sys::mount(
         Path::new("none"),
         upper.path(),
