@@ -19,23 +19,15 @@ use super::{
 };
 use crate::{
     guest::{self, FsType, LoadedModule, Mounted},
+    postgres::{self, copy_dir, Cluster, Install},
     sys::{self, describe},
 };
-use anyhow::{anyhow, bail, ensure, Context, Result};
-use std::{
-    fs,
-    os::unix::{fs::PermissionsExt, process::CommandExt},
-    path::{Path, PathBuf},
-    process::{Command, Output},
-};
+use anyhow::{anyhow, ensure, Context, Result};
+use std::path::{Path, PathBuf};
 use untorn_logic::mount_options::FileMode;
 
-/// The environment variable naming the installation (`build-postgres`'s output).
-const INSTALL_VAR: &str = "UNTORN_POSTGRES";
 /// The fixture's group.
 const GROUP: &str = "postgres";
-/// The unprivileged user the clusters run as.
-const USER: &str = "nobody";
 /// The patch's warning, which no test may see.
 const PATCH_WARNING: &str = "could not set untorn writethrough mode";
 /// Rows of the test table: about 1 MiB, some 120 pages of 8 KiB.
@@ -64,94 +56,21 @@ pub fn tests() -> Vec<Test> {
 }
 
 /// The installation from `UNTORN_POSTGRES`, or a [`Skip`] saying how to get one.
-fn install_dir() -> Result<PathBuf> {
-    let dir = match std::env::var_os(INSTALL_VAR) {
-        Some(dir) if !dir.is_empty() => PathBuf::from(dir),
-        _ => {
-            return Err(Skip(format!(
-            "PostgreSQL is not built ({INSTALL_VAR} is not set): run tools/testing/build-postgres"
+pub(crate) fn install_dir() -> Result<PathBuf> {
+    postgres::install_from_env()?.ok_or_else(|| {
+        Skip(format!(
+            "PostgreSQL is not built ({} is not set): run tools/testing/build-postgres",
+            postgres::INSTALL_VAR
         ))
-            .into())
-        }
-    };
-    // Named but broken is a failure, not a skip.
-    for program in ["initdb", "pg_ctl", "postgres", "psql", "pg_checksums"] {
-        let path = dir.join("bin").join(program);
-        ensure!(
-            path.is_file(),
-            "{INSTALL_VAR}={}: no {}",
-            dir.display(),
-            path.display()
-        );
-    }
-    Ok(dir)
+        .into()
+    })
 }
 
-/// A user's ids, from `/etc/passwd`.
-#[derive(Clone, Copy)]
-struct User {
-    uid: u32,
-    gid: u32,
-}
-
-impl User {
-    fn lookup(name: &str) -> Result<Self> {
-        let passwd = fs::read_to_string("/etc/passwd").context("cannot read /etc/passwd")?;
-        for line in passwd.lines() {
-            let fields: Vec<&str> = line.split(':').collect();
-            if fields.len() >= 4 && fields[0] == name {
-                return Ok(Self {
-                    uid: fields[2].parse().context("bad uid in /etc/passwd")?,
-                    gid: fields[3].parse().context("bad gid in /etc/passwd")?,
-                });
-            }
-        }
-        bail!("no user {name} in /etc/passwd")
-    }
-
-    /// Makes `path` (a directory) the user's, mode 0700.
-    fn own_dir(self, path: &Path) -> Result<()> {
-        std::os::unix::fs::chown(path, Some(self.uid), Some(self.gid))
-            .with_context(|| format!("cannot chown {}", path.display()))?;
-        fs::set_permissions(path, fs::Permissions::from_mode(0o700))
-            .with_context(|| format!("cannot chmod {}", path.display()))
-    }
-}
-
-/// A directory bind-mounted on a scratch directory; unmounted when dropped.
-struct BindMount {
-    dir: PathBuf,
-}
-
-impl BindMount {
-    fn new(source: &Path) -> Result<Self> {
-        let dir = guest::scratch_dir("postgres-install")?;
-        if let Err(e) = sys::mount(source, &dir, "", libc::MS_BIND, "") {
-            let _ = fs::remove_dir(&dir);
-            bail!("cannot bind-mount {}: {}", source.display(), describe(&e));
-        }
-        Ok(Self { dir })
-    }
-}
-
-impl Drop for BindMount {
-    fn drop(&mut self) {
-        match sys::umount(&self.dir) {
-            Ok(()) => {
-                let _ = fs::remove_dir(&self.dir);
-            }
-            Err(e) => println!("# warning: umount {}: {}", self.dir.display(), describe(&e)),
-        }
-    }
-}
-
-/// What the tests share: the installation, the user, a fresh XFS on the scsi_debug disk, a
-/// data directory made by initdb on it that each test copies (initdb takes half a minute
-/// under TCG), and untorn loaded. Dropped in this order (untorn mounts belong to the tests, gone by
-/// then).
+/// What the tests share: the installation, a fresh XFS on the scsi_debug disk, a data
+/// directory made by initdb on it that each test copies (initdb takes half a minute under TCG),
+/// and untorn loaded. Dropped in this order (untorn mounts belong to the tests, gone by then).
 struct Fixture {
-    install: BindMount,
-    user: User,
+    pg: Install,
     xfs: Mounted,
     template: PathBuf,
     _module: LoadedModule,
@@ -159,291 +78,78 @@ struct Fixture {
 
 impl Fixture {
     fn new(env: &Env, install: &Path) -> Result<Self> {
-        let user = User::lookup(USER)?;
-        let install = BindMount::new(install)?;
+        let pg = Install::new(install)?;
         let xfs = Mounted::fresh(FsType::Xfs, &guest::scsi_debug_disk()?)?;
         let module = super::load_untorn(&env.modules_dir)?;
         let mut fixture = Self {
-            install,
-            user,
+            pg,
             template: PathBuf::new(),
             xfs,
             _module: module,
         };
         let template = fixture.xfs_dir("pg-template")?.join("data");
         let start = std::time::Instant::now();
-        Cluster::initdb(&fixture, &template)?;
+        fixture.pg.initdb(&template)?;
         println!("#   set-up: initdb {:.1}s", start.elapsed().as_secs_f64());
         fixture.template = template;
         Ok(fixture)
     }
 
-    fn bin(&self, program: &str) -> PathBuf {
-        self.install.dir.join("bin").join(program)
-    }
-
-    /// A PostgreSQL program, with a clean environment; as the user if `as_user`.
-    fn command(&self, program: &str, as_user: bool, cwd: &Path) -> Command {
-        let mut cmd = Command::new(self.bin(program));
-        cmd.env_clear()
-            .env("PATH", "/usr/bin:/bin")
-            .env("LD_LIBRARY_PATH", self.install.dir.join("lib"))
-            .env("LC_ALL", "C")
-            .current_dir(cwd);
-        if as_user {
-            // std drops root's supplementary groups too.
-            cmd.uid(self.user.uid).gid(self.user.gid);
-        }
-        cmd
-    }
-
     /// A new directory `name` on the XFS, outside any untorn mount.
     fn xfs_dir(&self, name: &str) -> Result<PathBuf> {
         let dir = self.xfs.path().join(name);
-        fs::create_dir(&dir).with_context(|| format!("cannot create {}", dir.display()))?;
+        std::fs::create_dir(&dir).with_context(|| format!("cannot create {}", dir.display()))?;
         Ok(dir)
     }
-}
 
-/// Fails with the command's output unless it exited 0; returns its standard output.
-fn checked(what: &str, out: std::io::Result<Output>) -> Result<String> {
-    let out = out.with_context(|| format!("cannot run {what}"))?;
-    if !out.status.success() {
-        bail!(
-            "{what} failed ({}):\n{}{}",
-            out.status,
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
-    }
-    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
-}
-
-/// A cluster made by initdb, run by the fixture's user; stopped (if running) and its socket
-/// directory removed when dropped.
-struct Cluster<'a> {
-    fx: &'a Fixture,
-    data: PathBuf,
-    /// The socket directory and the server log, on the guest's temporary directory.
-    run: PathBuf,
-    running: bool,
-}
-
-impl<'a> Cluster<'a> {
-    /// initdb (with data checksums) of a new data directory `data`.
-    fn initdb(fx: &Fixture, data: &Path) -> Result<()> {
-        fs::create_dir(data).with_context(|| format!("cannot create {}", data.display()))?;
-        fx.user.own_dir(data)?;
-        let out = fx
-            .command("initdb", true, data)
-            .arg("-D")
-            .arg(data)
-            .args(["-A", "trust", "-E", "UTF8", "--data-checksums", "--no-sync"])
-            .arg("--no-instructions")
-            .output();
-        checked(&format!("initdb -D {}", data.display()), out).map(drop)
-    }
-
-    /// A new data directory `data`, a copy of the fixture's initdb'd one: its files are created
-    /// (and its catalogs later opened) where `data` is, untorn or not. Times are not copied:
-    /// setting a file's times through untorn writes its dirty data back first, a synchronous
-    /// write per file (72 s instead of 25 s for the copy under TCG).
-    fn init(fx: &'a Fixture, data: &Path) -> Result<Self> {
-        let out = Command::new("cp")
-            .args(["-R", "--preserve=mode,ownership"])
-            .arg(&fx.template)
-            .arg(data)
-            .output();
-        checked(
-            &format!(
-                "cp -R --preserve=mode,ownership {} {}",
-                fx.template.display(),
-                data.display()
-            ),
-            out,
-        )?;
-        let run = guest::scratch_dir("postgres-run")?;
-        fx.user.own_dir(&run)?;
-        Ok(Self {
-            fx,
-            data: data.to_path_buf(),
-            run,
-            running: false,
-        })
-    }
-
-    /// pg_ctl start, with extra server options (`-c name=value ...`).
-    fn start(&mut self, options: &str) -> Result<()> {
-        let options = format!(
-            "-k {} -c listen_addresses='' -c shared_buffers=16MB -c max_connections=10 {options}",
-            self.run.display()
-        );
-        let out = self
-            .fx
-            .command("pg_ctl", true, &self.run)
-            .arg("-D")
-            .arg(&self.data)
-            .arg("-l")
-            .arg(self.log_path())
-            .args(["-w", "-t", "600", "-o", &options, "start"])
-            .output();
-        let started = checked("pg_ctl start", out);
-        self.running = started.is_ok() || self.data.join("postmaster.pid").exists();
-        started
-            .map(drop)
-            .with_context(|| format!("server log:\n{}", self.log()))
-    }
-
-    /// pg_ctl stop (fast shutdown: a checkpoint, then exit).
-    fn stop(&mut self) -> Result<()> {
-        let out = self
-            .fx
-            .command("pg_ctl", true, &self.run)
-            .arg("-D")
-            .arg(&self.data)
-            .args(["-m", "fast", "-w", "-t", "600", "stop"])
-            .output();
-        let stopped = checked("pg_ctl stop", out);
-        if stopped.is_ok() {
-            self.running = false;
-        }
-        stopped.map(drop)
-    }
-
-    fn log_path(&self) -> PathBuf {
-        self.run.join("server.log")
-    }
-
-    fn log(&self) -> String {
-        fs::read_to_string(self.log_path()).unwrap_or_default()
-    }
-
-    /// One SQL command through psql (as root, connecting as the cluster's superuser, whose
-    /// name is the user's); the output, unaligned and without headers, trimmed.
-    fn sql(&self, sql: &str) -> Result<String> {
-        let out = self
-            .fx
-            .command("psql", false, &self.run)
-            .args(["-X", "-q", "-A", "-t", "-v", "ON_ERROR_STOP=1", "-U", USER])
-            .args(["-d", "postgres", "-h"])
-            .arg(&self.run)
-            .args(["-c", sql])
-            .output();
-        Ok(checked(&format!("psql -c {sql:?}"), out)?
-            .trim()
-            .to_string())
-    }
-
-    fn show(&self, setting: &str) -> Result<String> {
-        self.sql(&format!("SHOW {setting}"))
-    }
-
-    /// Fails unless `SHOW setting` gives `want`.
-    fn ensure_show(&self, setting: &str, want: &str) -> Result<()> {
-        let got = self.show(setting)?;
-        ensure!(got == want, "SHOW {setting}: {got:?}, expected {want:?}");
-        Ok(())
-    }
-
-    /// The path of a relation's first segment file, relative to the data directory
-    /// (`pg_relation_filepath`).
-    fn relation_path(&self, relation: &str) -> Result<String> {
-        let rel = self.sql(&format!("SELECT pg_relation_filepath('{relation}')"))?;
-        ensure!(
-            rel.starts_with("base/"),
-            "pg_relation_filepath('{relation}'): {rel:?}"
-        );
-        Ok(rel)
-    }
-
-    /// The relation's first segment file.
-    fn relation_file(&self, relation: &str) -> Result<PathBuf> {
-        Ok(self.data.join(self.relation_path(relation)?))
-    }
-
-    /// The WAL segment file being written.
-    fn wal_file(&self) -> Result<PathBuf> {
-        let name = self.sql("SELECT pg_walfile_name(pg_current_wal_insert_lsn())")?;
-        Ok(self.data.join("pg_wal").join(name))
-    }
-
-    /// Makes table `t` (with index `t_pkey`) of [`ROWS`] rows, then a checkpoint; returns its
-    /// size in pages.
-    fn make_table(&self) -> Result<u64> {
-        self.sql("CREATE TABLE t (id int PRIMARY KEY, filler text)")?;
-        self.sql(&format!(
-            "INSERT INTO t SELECT g, repeat('x', 200) FROM generate_series(1, {ROWS}) g"
-        ))?;
-        self.sql("CHECKPOINT")?;
-        let pages: u64 = self
-            .sql("SELECT pg_relation_size('t') / 8192")?
-            .parse()
-            .context("pg_relation_size")?;
-        ensure!(pages > 0, "table t has no page");
-        Ok(pages)
-    }
-
-    /// Rewrites every row and checkpoints: each page of `t` is written again.
-    fn rewrite_table(&self) -> Result<()> {
-        self.sql("UPDATE t SET filler = repeat('y', 200)")?;
-        self.sql("CHECKPOINT")
-            .map(drop)
-            .context("checkpoint after the update")
-    }
-
-    /// The data reads back, amcheck finds the index sound, and the server logged no warning of
-    /// the patch.
-    fn ensure_sound(&self) -> Result<()> {
-        let rows = self.sql("SELECT count(*) FROM t WHERE filler = repeat('y', 200)")?;
-        ensure!(rows == ROWS.to_string(), "rows after the update: {rows}");
-        self.sql("CREATE EXTENSION IF NOT EXISTS amcheck")?;
-        self.sql("SELECT bt_index_check('t_pkey', true)")
-            .context("amcheck")?;
-        let log = self.log();
-        ensure!(
-            !log.contains(PATCH_WARNING),
-            "the server warned about untorn:\n{log}"
-        );
-        Ok(())
-    }
-
-    /// Stops the server and runs `pg_checksums --check`: every page's checksum must match.
-    fn stop_and_check_checksums(&mut self) -> Result<()> {
-        self.stop()?;
-        let out = self
-            .fx
-            .command("pg_checksums", true, &self.run)
-            .args(["--check", "-D"])
-            .arg(&self.data)
-            .output();
-        let report = checked("pg_checksums --check", out)?;
-        ensure!(
-            report
-                .lines()
-                .any(|l| l.split_whitespace().eq(["Bad", "checksums:", "0"])),
-            "pg_checksums --check:\n{report}"
-        );
-        Ok(())
+    /// A cluster in a new data directory `data`, a copy of the initdb'd one: its files are
+    /// created (and its catalogs later opened) where `data` is, untorn or not.
+    fn cluster(&self, data: &Path) -> Result<Cluster<'_>> {
+        copy_dir(&self.template, data)?;
+        Cluster::new(&self.pg, data)
     }
 }
 
-impl Drop for Cluster<'_> {
-    fn drop(&mut self) {
-        if self.running {
-            if let Err(e) = self.stop() {
-                println!("# warning: {e:#}");
-                // Last resort, or the untorn mount under it could not be unmounted.
-                let _ = self
-                    .fx
-                    .command("pg_ctl", true, &self.run)
-                    .arg("-D")
-                    .arg(&self.data)
-                    .args(["-m", "immediate", "-w", "stop"])
-                    .output();
-            }
-        }
-        let _ = fs::remove_dir_all(&self.run);
-    }
+/// Makes table `t` (with index `t_pkey`) of [`ROWS`] rows, then a checkpoint; returns its size
+/// in pages.
+fn make_table(cluster: &Cluster<'_>) -> Result<u64> {
+    cluster.sql("CREATE TABLE t (id int PRIMARY KEY, filler text)")?;
+    cluster.sql(&format!(
+        "INSERT INTO t SELECT g, repeat('x', 200) FROM generate_series(1, {ROWS}) g"
+    ))?;
+    cluster.sql("CHECKPOINT")?;
+    let pages: u64 = cluster
+        .sql("SELECT pg_relation_size('t') / 8192")?
+        .parse()
+        .context("pg_relation_size")?;
+    ensure!(pages > 0, "table t has no page");
+    Ok(pages)
+}
+
+/// Rewrites every row and checkpoints: each page of `t` is written again.
+fn rewrite_table(cluster: &Cluster<'_>) -> Result<()> {
+    cluster.sql("UPDATE t SET filler = repeat('y', 200)")?;
+    cluster
+        .sql("CHECKPOINT")
+        .map(drop)
+        .context("checkpoint after the update")
+}
+
+/// The data reads back, amcheck finds the index sound, and the server logged no warning of the
+/// patch.
+fn ensure_sound(cluster: &Cluster<'_>) -> Result<()> {
+    let rows = cluster.sql("SELECT count(*) FROM t WHERE filler = repeat('y', 200)")?;
+    ensure!(rows == ROWS.to_string(), "rows after the update: {rows}");
+    cluster.sql("CREATE EXTENSION IF NOT EXISTS amcheck")?;
+    cluster
+        .sql("SELECT bt_index_check('t_pkey', true)")
+        .context("amcheck")?;
+    let log = cluster.log();
+    ensure!(
+        !log.contains(PATCH_WARNING),
+        "the server warned about untorn:\n{log}"
+    );
+    Ok(())
 }
 
 /// How much the counter `name` grew.
@@ -456,7 +162,7 @@ fn grew(before: &Counters, after: &Counters, name: &str) -> u64 {
 /// the mount: each 8 KiB page written back is one untorn (REQ_ATOMIC) write.
 fn ensure_pages_untorn(cluster: &Cluster<'_>, mountpoint: &Path, pages: u64) -> Result<()> {
     let before = read_counters(mountpoint)?;
-    cluster.rewrite_table()?;
+    rewrite_table(cluster)?;
     let after = read_counters(mountpoint)?;
     let untorn = grew(&before, &after, "untorn_writes");
     ensure!(
@@ -477,7 +183,7 @@ fn ensure_covered(
     relations: (u32, u32),
     wal: (u32, u32),
 ) -> Result<()> {
-    let pages = cluster.make_table()?;
+    let pages = make_table(cluster)?;
     for relation in ["t", "t_pkey", "pg_class"] {
         let path = cluster.relation_file(relation)?;
         ensure_mode(
@@ -495,7 +201,7 @@ fn ensure_covered(
         &format!("WAL ({})", path.display()),
     )?;
     ensure_pages_untorn(cluster, mountpoint, pages)?;
-    cluster.ensure_sound()
+    ensure_sound(cluster)
 }
 
 /// The patched server on untorn (`writethrough=marked`, the default): the relation files it
@@ -504,7 +210,7 @@ fn ensure_covered(
 fn patched_on_untorn(fx: &Fixture) -> Result<()> {
     let src = fx.xfs_dir("pg-untorn")?;
     let upper = Mounted::mount(UNTORN, guest::path_str(&src)?, "")?;
-    let mut cluster = Cluster::init(fx, &upper.path().join("data"))?;
+    let mut cluster = fx.cluster(&upper.path().join("data"))?;
     cluster.start("")?;
     cluster.ensure_show("untorn_writethrough", "on")?;
     cluster.ensure_show(
@@ -540,13 +246,13 @@ fn patched_on_untorn(fx: &Fixture) -> Result<()> {
 /// the data directory is not on untorn.
 fn patched_on_plain_xfs(fx: &Fixture) -> Result<()> {
     let dir = fx.xfs_dir("pg-plain")?;
-    let mut cluster = Cluster::init(fx, &dir.join("data"))?;
+    let mut cluster = fx.cluster(&dir.join("data"))?;
     cluster.start("")?;
     cluster.ensure_show("untorn_writethrough", "on")?;
     cluster.ensure_show("untorn_data_directory", "not untorn")?;
-    cluster.make_table()?;
-    cluster.rewrite_table()?;
-    cluster.ensure_sound()?;
+    make_table(&cluster)?;
+    rewrite_table(&cluster)?;
+    ensure_sound(&cluster)?;
     let table = cluster.relation_file("t")?;
     expect_err(
         sys::get_mode(&open_ro(&table)?),
@@ -569,7 +275,7 @@ fn patched_on_plain_xfs(fx: &Fixture) -> Result<()> {
 fn unpatched_writethrough_all(fx: &Fixture) -> Result<()> {
     let src = fx.xfs_dir("pg-all")?;
     let upper = Mounted::mount(UNTORN, guest::path_str(&src)?, "writethrough=all")?;
-    let mut cluster = Cluster::init(fx, &upper.path().join("data"))?;
+    let mut cluster = fx.cluster(&upper.path().join("data"))?;
     cluster.start("-c untorn_writethrough=off")?;
     cluster.ensure_show("untorn_writethrough", "off")?;
     cluster.ensure_show(
