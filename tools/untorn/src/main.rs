@@ -182,6 +182,11 @@ enum Command {
         #[arg(long, env = "UNTORN_MODULES")]
         modules: PathBuf,
     },
+    /// The PostgreSQL crash test: pgbench with full_page_writes=off on untorn over XFS on a
+    /// tornblk device, power cut at random, then WAL replay, pg_amcheck, pg_checksums and the
+    /// count of committed transactions; with the control on plain XFS, which must show
+    /// corruption. Exits non-zero when untorn shows anything, or the control shows nothing.
+    CrashPostgres(crash::postgres::Options),
     /// Benchmark untorn writethrough against the alternatives (O_DIRECT+RWF_ATOMIC,
     /// buffered+fdatasync, doublewrite, plain buffered) on the same device and lower, in one
     /// run; prints a table and writes a report directory. Makes fresh filesystems on the device.
@@ -373,6 +378,22 @@ fn run(cli: Cli) -> Result<ExitCode> {
                 progress: !json,
             };
             run_crash(&options, json)
+        }
+        Command::CrashPostgres(options) => {
+            let seed = options.seed.unwrap_or_else(clock_seed);
+            eprintln!("crash-postgres: seed {seed}");
+            let report = crash::postgres::run(&options, seed)?;
+            if options.json {
+                println!("{}", serde_json::to_string_pretty(&report)?);
+                eprintln!("{}", report.last_line());
+            } else {
+                print!("{}", report.text());
+            }
+            Ok(if report.passed {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::FAILURE
+            })
         }
         Command::Bench(mut options) => {
             options.prepare()?;

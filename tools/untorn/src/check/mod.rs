@@ -15,10 +15,10 @@ mod foundation;
 mod postgres;
 mod pressure;
 mod raw;
-mod stacking;
+pub(crate) mod stacking;
 mod subject;
 pub(crate) mod tornblk;
-mod writethrough;
+pub(crate) mod writethrough;
 
 use anyhow::{anyhow, Context as _, Result};
 use std::{

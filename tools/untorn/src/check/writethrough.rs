@@ -523,7 +523,7 @@ pub(super) fn open_ro(path: &Path) -> Result<File> {
     File::open(path).with_context(|| format!("cannot open {}", path.display()))
 }
 
-pub(super) type Counters = BTreeMap<String, u64>;
+pub(crate) type Counters = BTreeMap<String, u64>;
 
 /// The counters of the untorn mount at `mountpoint`, requiring part 2's [`WT_COUNTERS`].
 /// Lines that are not `name value` (a histogram's, for one) are left out.
@@ -558,7 +558,7 @@ fn latency_total(mountpoint: &Path) -> Result<u64> {
     Ok(total)
 }
 
-pub(super) fn read_counters(mountpoint: &Path) -> Result<Counters> {
+pub(crate) fn read_counters(mountpoint: &Path) -> Result<Counters> {
     let path = counters_dir(mountpoint)?.join("counters");
     let text =
         fs::read_to_string(&path).with_context(|| format!("cannot read {}", path.display()))?;

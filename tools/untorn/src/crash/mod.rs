@@ -22,6 +22,7 @@
 //! plain).
 
 pub mod model;
+pub mod postgres;
 
 use crate::{
     check::{self, tornblk::TornDev},
