@@ -15,6 +15,9 @@
 #   make crash        the power-cut campaign in the test guest (CUTS=N untorn cuts, default
 #                     2000, over XFS and ext4, RAW_CUTS=N in raw mode, default 500, with both
 #                     negative controls of each; SEED=n to replay)
+#   make crash-postgres  the PostgreSQL crash test: pgbench with full_page_writes=off on
+#                     untorn, cut at random (PG_CUTS=N, default 30, about 100 s each under
+#                     TCG), and the control on plain XFS (PG_CONTROL_CUTS, default 20); SEED=n
 #   make postgres     build PostgreSQL 17 with tools/postgres/*.patch into the cache (about
 #                     4 minutes cold; make check does it too); prints the install directory
 #   make CLIPPY=1     build the modules with clippy
@@ -26,7 +29,7 @@
 FLAVOUR ?= test
 TESTING := tools/testing
 
-.PHONY: all modules tool deps check bench crash exercise pressure postgres rust-analyzer fmt clean distclean
+.PHONY: all modules tool deps check bench crash crash-postgres exercise pressure postgres rust-analyzer fmt clean distclean
 
 all: modules tool
 
@@ -57,6 +60,14 @@ RAW_CUTS ?= 500
 crash:
 	$(TESTING)/vm-run --timeout $$(( ($(CUTS) + $(RAW_CUTS)) * 60 + 1800 )) -- \
 		untorn crash --lower xfs,ext4,raw --cuts $(CUTS) --raw-cuts $(RAW_CUTS) \
+		$(if $(SEED),--seed $(SEED))
+
+PG_CUTS ?= 30
+PG_CONTROL_CUTS ?= 20
+crash-postgres:
+	UNTORN_POSTGRES=$$($(TESTING)/build-postgres) && export UNTORN_POSTGRES && \
+	$(TESTING)/vm-run --timeout $$(( ($(PG_CUTS) + $(PG_CONTROL_CUTS)) * 300 + 900 )) -- \
+		untorn crash-postgres --cuts $(PG_CUTS) --control-cuts $(PG_CONTROL_CUTS) \
 		$(if $(SEED),--seed $(SEED))
 
 EXERCISE_DURATION ?= 30m

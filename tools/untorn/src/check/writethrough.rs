@@ -559,9 +559,20 @@ fn latency_total(mountpoint: &Path) -> Result<u64> {
 }
 
 pub(crate) fn read_counters(mountpoint: &Path) -> Result<Counters> {
-    let path = counters_dir(mountpoint)?.join("counters");
+    read_counters_file(&counters_file(mountpoint)?)
+}
+
+/// The counters file of the untorn mount at `mountpoint`: its name depends on the mount's
+/// device number, which a `stat` of the mount point gives while the mount is sound.
+pub(crate) fn counters_file(mountpoint: &Path) -> Result<PathBuf> {
+    Ok(counters_dir(mountpoint)?.join("counters"))
+}
+
+/// The counters of the counters file `path` (see [`counters_file`]): it reads nothing through
+/// the mount, so it works after the device under it has gone.
+pub(crate) fn read_counters_file(path: &Path) -> Result<Counters> {
     let text =
-        fs::read_to_string(&path).with_context(|| format!("cannot read {}", path.display()))?;
+        fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
     let mut counters = Counters::new();
     for line in text.lines() {
         let mut words = line.split_whitespace();

@@ -21,17 +21,21 @@
 
 use super::DEVICE;
 use crate::{
-    check::{self, tornblk::TornDev, writethrough::read_counters},
+    check::{
+        self,
+        tornblk::TornDev,
+        writethrough::{counters_file, read_counters_file},
+    },
     guest::{self, FsType, LoadedModule},
     postgres::{copy_dir, Cluster, Install},
     progress::Progress,
-    sys,
 };
 use anyhow::{bail, ensure, Context, Result};
 use serde::Serialize;
 use std::{
+    collections::BTreeMap,
     fs::{self, File},
-    path::PathBuf,
+    path::{Path, PathBuf},
     process::{Child, Stdio},
     sync::atomic::{AtomicBool, Ordering},
     time::{Duration, Instant},
@@ -178,6 +182,11 @@ pub struct Row {
     /// Why the case stopped early, if it did.
     pub stopped: Option<String>,
     pub seconds: f64,
+    /// Seconds spent in each phase: `setup` (the copy, the first start), `run` (pgbench until
+    /// the cut), `power` (the server killed, unmount, power on, mount), `recovery` (the start
+    /// with WAL replay), `check` (the queries and pg_amcheck), `checksums` (the stop and
+    /// pg_checksums) and `restart`.
+    pub phases: BTreeMap<&'static str, f64>,
     pub passed: bool,
 }
 
@@ -195,6 +204,7 @@ impl Row {
             findings: Vec::new(),
             stopped: None,
             seconds: 0.0,
+            phases: BTreeMap::new(),
             passed: false,
         }
     }
@@ -209,6 +219,12 @@ impl Row {
                 }
                 Case::PlainXfs => self.findings.iter().any(|(_, f)| f.is_corruption()),
             };
+    }
+
+    /// Adds the time since `*since` to `phase`, and restarts the clock.
+    fn time(&mut self, phase: &'static str, since: &mut Instant) {
+        *self.phases.entry(phase).or_default() += since.elapsed().as_secs_f64();
+        *since = Instant::now();
     }
 
     fn verdict(&self) -> String {
@@ -263,6 +279,14 @@ impl Report {
                 r.verdict(),
                 r.seconds
             );
+        }
+        for r in &self.rows {
+            let phases: Vec<String> = r
+                .phases
+                .iter()
+                .map(|(k, v)| format!("{k} {v:.0}"))
+                .collect();
+            out += &format!("{}: seconds: {}\n", r.case.name(), phases.join(", "));
         }
         for r in &self.rows {
             for (cut, f) in &r.findings {
@@ -434,11 +458,16 @@ struct Rig {
     dev: TornDev,
     lower: PathBuf,
     top: Option<PathBuf>,
+    /// untorn's counters file of the current mount: found while the mount is sound, read
+    /// after the cut too (a `stat` of the mount point fails once XFS has shut down).
+    counters: Option<PathBuf>,
     mounted: bool,
 }
 
 impl Rig {
-    fn new(case: Case, seed: u64) -> Result<Self> {
+    /// The device with a fresh XFS holding a copy of `template` (copied on the XFS itself, at
+    /// its speed: untorn sees the files all the same), mounted.
+    fn new(case: Case, seed: u64, template: &Path) -> Result<Self> {
         let seed = seed.to_string();
         let mut settings = DEVICE.to_vec();
         settings.push(("seed", &seed));
@@ -451,8 +480,19 @@ impl Rig {
                 Case::Untorn => Some(guest::scratch_dir("pg-crash-top")?),
                 Case::PlainXfs => None,
             },
+            counters: None,
             mounted: false,
         };
+        let lower = guest::path_str(&rig.lower)?;
+        guest::run(
+            "mount",
+            &["-t", "xfs", guest::path_str(&rig.dev.disk)?, lower],
+        )
+        .context("mounting XFS")?;
+        let parent = rig.lower.join("pg");
+        fs::create_dir(&parent).with_context(|| format!("cannot create {}", parent.display()))?;
+        copy_dir(template, &parent.join("data"))?;
+        super::unmount(&rig.lower)?;
         rig.mount()?;
         Ok(rig)
     }
@@ -472,9 +512,6 @@ impl Rig {
             .context("mounting XFS")?;
         self.mounted = true;
         let pg = self.lower.join("pg");
-        if !pg.exists() {
-            fs::create_dir(&pg).with_context(|| format!("cannot create {}", pg.display()))?;
-        }
         if let Some(top) = &self.top {
             guest::run(
                 "mount",
@@ -486,6 +523,7 @@ impl Rig {
                 ],
             )
             .context("mounting untorn")?;
+            self.counters = Some(counters_file(top)?);
         }
         Ok(())
     }
@@ -508,8 +546,8 @@ impl Rig {
 
     /// untorn's `untorn_writes` (0 without untorn).
     fn untorn_writes(&self) -> Result<u64> {
-        match &self.top {
-            Some(top) => Ok(read_counters(top)?
+        match &self.counters {
+            Some(path) => Ok(read_counters_file(path)?
                 .get("untorn_writes")
                 .copied()
                 .unwrap_or(0)),
@@ -544,10 +582,8 @@ fn run_case(
     row: &mut Row,
     progress: &mut Progress,
 ) -> Result<()> {
-    let mut rig = Rig::new(case, seed)?;
-    copy_dir(&template.data(), &rig.data())?;
-    // The copy is the durable starting point.
-    sys::sync();
+    let mut clock = Instant::now();
+    let mut rig = Rig::new(case, seed, &template.data())?;
     let mut cluster = Cluster::new(pg, &rig.data())?;
     cluster.start(SETTINGS)?;
     let covered = cluster.show("untorn_data_directory")?;
@@ -563,6 +599,7 @@ fn run_case(
     }
     cluster.ensure_show("full_page_writes", "off")?;
     cluster.ensure_show("data_checksums", "on")?;
+    row.time("setup", &mut clock);
 
     for cut in 1..=cuts {
         let history = history_rows(&cluster)?;
@@ -571,6 +608,7 @@ fn run_case(
             .command(&format!("cut_random {}", options.max_writes))
             .context("cut_random")?;
         let acked = run_until_cut(pg, &cluster, &rig, options.clients, row)?;
+        row.time("run", &mut clock);
         row.cuts += 1;
         row.acked += acked;
         row.untorn_writes += rig.untorn_writes()?.saturating_sub(untorn_before);
@@ -588,8 +626,16 @@ fn run_case(
         rig.unmount()?;
         rig.dev.command("power_on").context("power_on")?;
         rig.mount().context("mounting after the cut")?;
+        row.time("power", &mut clock);
 
-        let findings = verify(&mut cluster, history, acked, options.clients, row)?;
+        let findings = verify(
+            &mut cluster,
+            history,
+            acked,
+            options.clients,
+            row,
+            &mut clock,
+        )?;
         let found = !findings.is_empty();
         row.findings
             .extend(findings.into_iter().map(|f| (row.cuts, f)));
@@ -606,6 +652,7 @@ fn run_case(
             break;
         }
         cluster.start(SETTINGS)?;
+        row.time("restart", &mut clock);
     }
     Ok(())
 }
@@ -704,9 +751,15 @@ fn verify(
     acked: u64,
     clients: u32,
     row: &mut Row,
+    clock: &mut Instant,
 ) -> Result<Vec<Finding>> {
-    if let Err(e) = cluster.start(SETTINGS) {
-        let why = server_complaints(&cluster.log());
+    // The log goes on from the run before: only what this start adds tells why it failed.
+    let logged = cluster.log().len();
+    let started = cluster.start(SETTINGS);
+    row.time("recovery", clock);
+    if let Err(e) = started {
+        let log = cluster.log();
+        let why = server_complaints(log.get(logged..).unwrap_or(&log));
         let why = if why.is_empty() {
             format!("{e:#}")
         } else {
@@ -738,6 +791,7 @@ fn verify(
             String::from_utf8_lossy(&out.stderr)
         )));
     }
+    row.time("check", clock);
     cluster
         .stop()
         .context("stopping the server after the checks")?;
@@ -745,6 +799,7 @@ fn verify(
     if bad > 0 {
         findings.push(Finding::BadChecksums(bad));
     }
+    row.time("checksums", clock);
     Ok(findings)
 }
 
