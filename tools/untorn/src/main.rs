@@ -12,6 +12,7 @@ mod exercise;
 mod guest;
 mod limits;
 mod mode;
+mod plot;
 mod postgres;
 mod progress;
 mod sys;

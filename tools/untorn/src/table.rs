@@ -1,6 +1,8 @@
 // SPDX-License-Identifier: GPL-2.0
 
-//! Plain-text tables for terminals.
+//! Tables: plain text for terminals, Markdown for reports.
+
+use std::fmt::Write as _;
 
 /// Renders rows of cells with aligned columns; the first row is the header.
 pub fn render(rows: &[Vec<String>]) -> String {
@@ -27,6 +29,19 @@ pub fn render(rows: &[Vec<String>]) -> String {
             let rule: Vec<String> = widths.iter().map(|&w| "-".repeat(w)).collect();
             out.push_str(&rule.join("  "));
             out.push('\n');
+        }
+    }
+    out
+}
+
+/// The same rows as a Markdown table (`|` in cells escaped).
+pub fn markdown_table(rows: &[Vec<String>]) -> String {
+    let mut out = String::new();
+    for (i, row) in rows.iter().enumerate() {
+        let cells: Vec<String> = row.iter().map(|c| c.replace('|', "\\|")).collect();
+        let _ = writeln!(out, "| {} |", cells.join(" | "));
+        if i == 0 {
+            let _ = writeln!(out, "|{}", " --- |".repeat(row.len()));
         }
     }
     out

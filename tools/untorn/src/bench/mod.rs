@@ -429,8 +429,19 @@ impl CellResult {
 /// fallback (which also needs free space). So: a 64 KiB stripe unit, which aligns the disk
 /// addresses of allocations (two allocation groups, or mkfs.xfs wants a 64 MiB log that a
 /// 512 MiB disk cannot hold), and a 64 KiB extent size hint, which aligns file offsets.
-const XFS_DATA: &str = "su=64k,sw=1,agcount=2";
-const XFS_EXTSIZE: &str = "64k";
+pub const XFS_DATA: &str = "su=64k,sw=1,agcount=2";
+pub const XFS_EXTSIZE: &str = "64k";
+/// Makes the XFS of [`XFS_DATA`] on `disk`; files then need an extent size hint of
+/// [`XFS_EXTSIZE`] (`xfs_io -c "extsize 64k"` on each, or on their directory before they are
+/// made there).
+pub fn mkfs_xfs_aligned(disk: &Path) -> Result<()> {
+    guest::run(
+        "mkfs.xfs",
+        &["-f", "-q", "-d", XFS_DATA, guest::path_str(disk)?],
+    )
+    .map(drop)
+}
+
 /// The name of the one file of a raw-mode mount.
 const RAW_FILE: &str = "data";
 /// The device space raw mode keeps for doublewrite's areas, after the data regions.
@@ -545,12 +556,7 @@ impl Bench {
         let (upper, stacked) = match lower.fs_type() {
             Some(fs_type) => {
                 match fs_type {
-                    FsType::Xfs => {
-                        guest::run(
-                            "mkfs.xfs",
-                            &["-f", "-q", "-d", XFS_DATA, guest::path_str(disk)?],
-                        )?;
-                    }
+                    FsType::Xfs => mkfs_xfs_aligned(disk)?,
                     FsType::Ext4 => fs_type.mkfs_with_inodes(disk, None)?,
                 }
                 let lower_fs = Mounted::mount(fs_type.name(), guest::path_str(disk)?, "")?;
@@ -997,7 +1003,6 @@ fn figures(
     (figures, writes.into_samples())
 }
 
-/// The disk's name under `/sys/block` (`/dev/sda`: `sda`).
 /// The size of the block device at `disk`, in bytes.
 fn device_size(disk: &Path) -> Result<u64> {
     use std::io::Seek;
@@ -1005,7 +1010,8 @@ fn device_size(disk: &Path) -> Result<u64> {
     Ok(file.seek(std::io::SeekFrom::End(0))?)
 }
 
-fn disk_name(disk: &Path) -> Result<String> {
+/// The disk's name under `/sys/block` (`/dev/sda`: `sda`).
+pub fn disk_name(disk: &Path) -> Result<String> {
     disk.file_name()
         .map(|n| n.to_string_lossy().into_owned())
         .with_context(|| format!("not a device path: {}", disk.display()))
@@ -1022,7 +1028,8 @@ pub fn size_name(bytes: usize) -> String {
     }
 }
 
-fn environment(disk: &Path, choice: &DeviceChoice) -> Result<Environment> {
+/// Where the benchmark runs: the kernel, the guest and the device `disk` (chosen as `choice`).
+pub fn environment(disk: &Path, choice: &DeviceChoice) -> Result<Environment> {
     let name = disk_name(disk)?;
     let sys_block = Path::new("/sys/block").join(&name);
     let read = |rel: &str| -> Option<String> {

@@ -235,17 +235,24 @@ pub struct Spread {
 }
 
 pub fn spread(runs: &[Figures]) -> Spread {
-    let min = runs.iter().map(|r| r.iops).fold(f64::INFINITY, f64::min);
-    let max = runs.iter().map(|r| r.iops).fold(0.0, f64::max);
-    let med = median(&mut runs.iter().map(|r| r.iops).collect::<Vec<_>>());
-    if runs.is_empty() {
-        return Spread::default();
-    }
+    let (iops_min, iops_max, iops_relative) =
+        min_max_relative(&runs.iter().map(|r| r.iops).collect::<Vec<_>>());
     Spread {
-        iops_min: min,
-        iops_max: max,
-        iops_relative: if med > 0.0 { (max - min) / med } else { 0.0 },
+        iops_min,
+        iops_max,
+        iops_relative,
     }
+}
+
+/// The lowest and highest of `values`, and (highest - lowest) / median; zeros for none.
+pub fn min_max_relative(values: &[f64]) -> (f64, f64, f64) {
+    if values.is_empty() {
+        return (0.0, 0.0, 0.0);
+    }
+    let min = values.iter().copied().fold(f64::INFINITY, f64::min);
+    let max = values.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+    let med = median(&mut values.to_vec());
+    (min, max, if med > 0.0 { (max - min) / med } else { 0.0 })
 }
 
 #[cfg(test)]
