@@ -12,6 +12,7 @@ mod exercise;
 mod guest;
 mod limits;
 mod mode;
+mod pgbench;
 mod plot;
 mod postgres;
 mod progress;
@@ -192,6 +193,11 @@ enum Command {
     /// buffered+fdatasync, doublewrite, plain buffered) on the same device and lower, in one
     /// run; prints a table and writes a report directory. Makes fresh filesystems on the device.
     Bench(bench::Options),
+    /// What PostgreSQL gains from untorn: pgbench on XFS with full_page_writes on, on XFS with
+    /// it off, and on untorn over XFS with it off, the same data and settings, in one run;
+    /// prints a table and writes a report directory. Makes a fresh XFS on the scsi_debug disk
+    /// and needs $UNTORN_POSTGRES (tools/testing/build-postgres).
+    Pgbench(pgbench::Options),
 }
 
 fn default_devices() -> Result<Vec<PathBuf>> {
@@ -420,7 +426,27 @@ fn run(cli: Cli) -> Result<ExitCode> {
             }
             Ok(ExitCode::SUCCESS)
         }
+        Command::Pgbench(options) => run_pgbench(options),
     }
+}
+
+/// Runs `untorn pgbench` and prints its table (or JSON); writes the report directory.
+fn run_pgbench(mut options: pgbench::Options) -> Result<ExitCode> {
+    options.prepare()?;
+    if let Some(dir) = &options.report {
+        // Now rather than after minutes of measuring.
+        std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    }
+    let results = pgbench::run(&options)?;
+    if let Some(dir) = &options.report {
+        pgbench::report::write(dir, &results)?;
+    }
+    if options.json {
+        println!("{}", serde_json::to_string_pretty(&results)?);
+    } else {
+        print!("{}", pgbench::report::text(&results));
+    }
+    Ok(ExitCode::SUCCESS)
 }
 
 /// Runs `untorn crash` and prints its report.

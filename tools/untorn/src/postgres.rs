@@ -359,6 +359,21 @@ impl<'a> Cluster<'a> {
             .to_string())
     }
 
+    /// pgbench against database `postgres`, as the user, in the socket directory (where its
+    /// `-l` logs go unless `--log-prefix` says otherwise); its standard output.
+    pub fn pgbench(&self, args: &[&str]) -> Result<String> {
+        let out = self
+            .pg
+            .command("pgbench", true, &self.run)
+            .arg("-h")
+            .arg(&self.run)
+            .args(["-U", USER])
+            .args(args)
+            .arg("postgres")
+            .output();
+        checked(&format!("pgbench {}", args.join(" ")), out)
+    }
+
     pub fn show(&self, setting: &str) -> Result<String> {
         self.sql(&format!("SHOW {setting}"))
     }
