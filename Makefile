@@ -9,6 +9,10 @@
 #                     table, last the report directory (BENCH_DEVICE=scsi_debug|nvme|tornblk|
 #                     scsi_debug:PARAMS, BENCH_LOWER=xfs|ext4|xfs,ext4, BENCH_MATRIX=quick|
 #                     default|full, BENCH_ARGS=...; see tools/testing/run-bench)
+#   make pgbench      PostgreSQL's pgbench in the `bench` flavour guest: XFS with full_page_writes
+#                     on, off, and untorn over XFS with it off (about 15 minutes); prints the
+#                     table, last the report directory (PGBENCH_ARGS=..., PGBENCH_REPORT=DIR;
+#                     see tools/testing/run-pgbench)
 #   make pressure     the memory-pressure tests (about 30 minutes under TCG)
 #   make exercise     a long run of the data-integrity exerciser (EXERCISE_DURATION, default
 #                     30m; EXERCISE_FS=xfs|ext4; SEED=n to replay a run)
@@ -29,7 +33,7 @@
 FLAVOUR ?= test
 TESTING := tools/testing
 
-.PHONY: all modules tool deps check bench crash crash-postgres exercise pressure postgres rust-analyzer fmt clean distclean
+.PHONY: all modules tool deps check bench pgbench crash crash-postgres exercise pressure postgres rust-analyzer fmt clean distclean
 
 all: modules tool
 
@@ -47,6 +51,9 @@ check:
 
 bench:
 	$(TESTING)/run-bench
+
+pgbench:
+	$(TESTING)/run-pgbench
 
 postgres:
 	$(TESTING)/build-postgres
