@@ -404,7 +404,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
         }
         Command::Bench(mut options) => {
             options.prepare()?;
-            let (report, json) = (options.report.clone(), options.json);
+            let (report, json) = (options.output.report.clone(), options.output.json);
             if let Some(dir) = &report {
                 // Now rather than after minutes of measuring.
                 std::fs::create_dir_all(dir)
@@ -433,15 +433,15 @@ fn run(cli: Cli) -> Result<ExitCode> {
 /// Runs `untorn pgbench` and prints its table (or JSON); writes the report directory.
 fn run_pgbench(mut options: pgbench::Options) -> Result<ExitCode> {
     options.prepare()?;
-    if let Some(dir) = &options.report {
+    if let Some(dir) = &options.output.report {
         // Now rather than after minutes of measuring.
         std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
     }
     let results = pgbench::run(&options)?;
-    if let Some(dir) = &options.report {
+    if let Some(dir) = &options.output.report {
         pgbench::report::write(dir, &results)?;
     }
-    if options.json {
+    if options.output.json {
         println!("{}", serde_json::to_string_pretty(&results)?);
     } else {
         print!("{}", pgbench::report::text(&results));

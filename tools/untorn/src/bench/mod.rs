@@ -170,6 +170,21 @@ pub fn product(workloads: &[Workload], page_sizes: &[usize], threads: &[usize]) 
     cells
 }
 
+/// The options `untorn bench` and `untorn pgbench` share: where the results go, and the modules
+/// to load.
+#[derive(clap::Args)]
+pub struct Output {
+    /// Write the report directory (results.json, summary.md, table.txt, SVG plots) here.
+    #[arg(long)]
+    pub report: Option<PathBuf>,
+    /// Print JSON (what results.json holds) instead of the table.
+    #[arg(long)]
+    pub json: bool,
+    /// Where the built modules are (default: $UNTORN_MODULES, set by vm-run).
+    #[arg(long, env = "UNTORN_MODULES")]
+    pub modules: PathBuf,
+}
+
 /// What to run and how: the command line of `untorn bench`, and the cells it makes.
 #[derive(clap::Args)]
 pub struct Options {
@@ -218,15 +233,8 @@ pub struct Options {
     /// Seed of the page offsets.
     #[arg(long, default_value_t = 1)]
     pub seed: u64,
-    /// Write the report directory (results.json, summary.md, table.txt, SVG plots) here.
-    #[arg(long)]
-    pub report: Option<PathBuf>,
-    /// Print JSON (what results.json holds) instead of the table.
-    #[arg(long)]
-    pub json: bool,
-    /// Where the built modules are (default: $UNTORN_MODULES, set by vm-run).
-    #[arg(long, env = "UNTORN_MODULES")]
-    pub modules: PathBuf,
+    #[command(flatten)]
+    pub output: Output,
     /// The cells to run (from the matrix and the options above; see [`Options::prepare`]).
     #[arg(skip)]
     pub cells: Vec<Cell>,
@@ -452,13 +460,13 @@ const ALIGNMENT: u64 = 64 * KIB as u64;
 
 /// Runs the benchmark.
 pub fn run(options: &Options) -> Result<Results> {
-    let _untorn_module = check::load_untorn(&options.modules)?;
+    let _untorn_module = check::load_untorn(&options.output.modules)?;
     let (disk, _device_owner) = open_device(options)?;
     let environment = environment(&disk, &options.device)?;
     // Skipped strategies count as done at once.
     let total =
         options.lowers.len() * options.cells.len() * options.strategies.len() * (options.runs + 1);
-    let mut progress = Progress::new(!options.json, total as u64, "bench", "runs");
+    let mut progress = Progress::new(!options.output.json, total as u64, "bench", "runs");
     let mut lowers = Vec::new();
     let mut results = Vec::new();
     for &lower in &options.lowers {
@@ -518,7 +526,7 @@ fn open_device(options: &Options) -> Result<(PathBuf, Option<Box<dyn std::any::A
         DeviceChoice::ScsiDebug => (guest::scsi_debug_disk()?, None),
         DeviceChoice::Path(path) => (path.clone(), None),
         DeviceChoice::Tornblk => {
-            let env = check::Env::new(options.modules.clone(), false, false);
+            let env = check::Env::new(options.output.modules.clone(), false, false);
             let module = check::tornblk::load(&env)?;
             let dev = check::tornblk::TornDev::new("bench", TORNBLK_BENCH)?;
             let disk = dev.disk.clone();

@@ -243,23 +243,38 @@ fn targets_text(targets: &[TargetCheck]) -> String {
 
 /// Writes the report directory: `results.json`, `summary.md`, `table.txt` and the plots.
 pub fn write(dir: &Path, results: &Results) -> Result<()> {
+    let plots = cdf_plots(&results.results)
+        .into_iter()
+        .chain(thread_plots(&results.results))
+        .collect();
+    write_dir(dir, results, &text(results), plots, |plots| {
+        summary(results, plots)
+    })
+}
+
+/// Writes a report directory: `results.json` (`results`), `table.txt` (`table`), each plot
+/// (`(file name, title, svg)`) and `summary.md`, which `summary` makes from the plots' file
+/// names and titles.
+pub fn write_dir(
+    dir: &Path,
+    results: &impl Serialize,
+    table: &str,
+    plots: Vec<(String, String, String)>,
+    summary: impl FnOnce(&[(String, String)]) -> String,
+) -> Result<()> {
     fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
     let write = |name: &str, text: &str| {
         let path = dir.join(name);
         fs::write(&path, text).with_context(|| format!("cannot write {}", path.display()))
     };
     write("results.json", &serde_json::to_string_pretty(results)?)?;
-    write("table.txt", &text(results))?;
-    let mut plots = Vec::new();
-    for (name, title, svg) in cdf_plots(&results.results)
-        .into_iter()
-        .chain(thread_plots(&results.results))
-    {
+    write("table.txt", table)?;
+    let mut titles = Vec::new();
+    for (name, title, svg) in plots {
         write(&name, &svg)?;
-        plots.push((name, title));
+        titles.push((name, title));
     }
-    write("summary.md", &summary(results, &plots))?;
-    Ok(())
+    write("summary.md", &summary(&titles))
 }
 
 fn summary(results: &Results, plots: &[(String, String)]) -> String {

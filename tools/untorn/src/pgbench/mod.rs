@@ -115,15 +115,8 @@ pub struct Options {
     /// Cases to run (default: all three; the ratios need xfs-fpw-on).
     #[arg(long = "case", value_delimiter = ',', value_enum)]
     pub cases: Vec<Case>,
-    /// Write the report directory (results.json, summary.md, table.txt, SVG plots) here.
-    #[arg(long)]
-    pub report: Option<PathBuf>,
-    /// Print JSON (what results.json holds) instead of the table.
-    #[arg(long)]
-    pub json: bool,
-    /// Where the built modules are (default: $UNTORN_MODULES, set by vm-run).
-    #[arg(long, env = "UNTORN_MODULES")]
-    pub modules: PathBuf,
+    #[command(flatten)]
+    pub output: bench::Output,
 }
 
 impl Options {
@@ -259,12 +252,12 @@ pub fn run(options: &Options) -> Result<Results> {
     )?
     .trim()
     .to_string();
-    let _untorn_module = check::load_untorn(&options.modules)?;
+    let _untorn_module = check::load_untorn(&options.output.modules)?;
     let disk = guest::scsi_debug_disk()?;
     let disk_name = bench::disk_name(&disk)?;
     let environment = bench::environment(&disk, &DeviceChoice::ScsiDebug)?;
     let total = 1 + options.cases.len() * options.runs;
-    let mut progress = Progress::new(!options.json, total as u64, "pgbench", "runs");
+    let mut progress = Progress::new(!options.output.json, total as u64, "pgbench", "runs");
 
     let place = Place::new(&disk)?;
     let start = Instant::now();

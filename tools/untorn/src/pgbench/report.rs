@@ -6,13 +6,13 @@
 
 use super::{Case, CaseResult, Results};
 use crate::{
-    bench::report::{environment_rows, Limit},
+    bench::report::{environment_rows, write_dir, Limit},
     plot::{Chart, Series},
     table::{self, markdown_table},
 };
-use anyhow::{Context, Result};
+use anyhow::Result;
 use serde::Serialize;
-use std::{fmt::Write as _, fs, path::Path};
+use std::{fmt::Write as _, path::Path};
 
 /// The case the ratios are against.
 pub const BASELINE: Case = Case::XfsFpwOn;
@@ -185,20 +185,13 @@ pub fn text(results: &Results) -> String {
 
 /// Writes the report directory: `results.json`, `summary.md`, `table.txt` and the plots.
 pub fn write(dir: &Path, results: &Results) -> Result<()> {
-    fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
-    let write = |name: &str, text: &str| {
-        let path = dir.join(name);
-        fs::write(&path, text).with_context(|| format!("cannot write {}", path.display()))
-    };
-    write("results.json", &serde_json::to_string_pretty(results)?)?;
-    write("table.txt", &text(results))?;
-    let mut titles = Vec::new();
-    for (name, title, svg) in plots(&results.results) {
-        write(&name, &svg)?;
-        titles.push((name, title));
-    }
-    write("summary.md", &summary(results, &titles))?;
-    Ok(())
+    write_dir(
+        dir,
+        results,
+        &text(results),
+        plots(&results.results),
+        |plots| summary(results, plots),
+    )
 }
 
 /// The TPS of each second (of each case's median run) and the latency CDFs:
