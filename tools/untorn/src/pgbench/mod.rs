@@ -206,9 +206,12 @@ pub struct RunFigures {
     pub checkpoint_buffers: u64,
     /// Bytes the device wrote, over the run and the sync after it.
     pub device_bytes: u64,
-    /// untorn's count of untorn (REQ_ATOMIC) writes over the run and the sync (untorn only).
+    /// untorn's counts over the run and the sync (untorn only): untorn (REQ_ATOMIC) writes,
+    /// and writes written through but not untorn (beyond the file's atomic write limits).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub untorn_writes: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub not_untorn_writes: Option<u64>,
     pub seconds: f64,
 }
 
@@ -381,10 +384,10 @@ impl Tally {
 fn median_figures(runs: &[RunFigures]) -> RunFigures {
     let med =
         |f: &dyn Fn(&RunFigures) -> f64| stats::median(&mut runs.iter().map(f).collect::<Vec<_>>());
-    let untorn: Vec<f64> = runs
-        .iter()
-        .filter_map(|r| r.untorn_writes.map(|w| w as f64))
-        .collect();
+    let median_opt = |f: &dyn Fn(&RunFigures) -> Option<u64>| {
+        let mut values: Vec<f64> = runs.iter().filter_map(|r| f(r).map(|v| v as f64)).collect();
+        (!values.is_empty()).then(|| stats::median(&mut values) as u64)
+    };
     RunFigures {
         tps: med(&|r| r.tps),
         transactions: med(&|r| r.transactions as f64) as u64,
@@ -399,7 +402,8 @@ fn median_figures(runs: &[RunFigures]) -> RunFigures {
         checkpoints: med(&|r| r.checkpoints as f64) as u64,
         checkpoint_buffers: med(&|r| r.checkpoint_buffers as f64) as u64,
         device_bytes: med(&|r| r.device_bytes as f64) as u64,
-        untorn_writes: (!untorn.is_empty()).then(|| stats::median(&mut untorn.clone()) as u64),
+        untorn_writes: median_opt(&|r| r.untorn_writes),
+        not_untorn_writes: median_opt(&|r| r.not_untorn_writes),
         seconds: med(&|r| r.seconds),
     }
 }
@@ -505,8 +509,8 @@ impl Place {
         let seconds = started.elapsed().as_secs_f64();
         self.sync()?;
         let device = stats::Counters::read(disk_name)?.since(&device_before);
-        let untorn_writes = match (untorn_before, self.untorn_writes(case)?) {
-            (Some(before), Some(after)) => Some(after.saturating_sub(before)),
+        let untorn = match (untorn_before, self.untorn_writes(case)?) {
+            (Some(before), Some(after)) => Some(after.since(&before)),
             _ => None,
         };
         // Backends report their WAL statistics when they exit, just after pgbench.
@@ -543,7 +547,8 @@ impl Place {
                 .checkpoint_buffers
                 .saturating_sub(before.checkpoint_buffers),
             device_bytes: device.device_written,
-            untorn_writes,
+            untorn_writes: untorn.map(|u| u.untorn),
+            not_untorn_writes: untorn.map(|u| u.not_eligible),
             seconds,
         };
         ensure_measured_as_configured(case, &figures)?;
@@ -554,13 +559,34 @@ impl Place {
         })
     }
 
-    /// untorn's count of untorn writes on the mount, for the untorn case.
-    fn untorn_writes(&self, case: Case) -> Result<Option<u64>> {
+    /// untorn's counts of writes on the mount, for the untorn case.
+    fn untorn_writes(&self, case: Case) -> Result<Option<UntornWrites>> {
         if !case.on_untorn() {
             return Ok(None);
         }
         let counters = writethrough::read_counters(self.untorn.path())?;
-        Ok(Some(counters.get("untorn_writes").copied().unwrap_or(0)))
+        let get = |name: &str| counters.get(name).copied().unwrap_or(0);
+        Ok(Some(UntornWrites {
+            untorn: get("untorn_writes"),
+            not_eligible: get("writethrough_not_eligible"),
+        }))
+    }
+}
+
+/// untorn's counters of the mount that tell whether pages were written untorn.
+#[derive(Clone, Copy)]
+struct UntornWrites {
+    untorn: u64,
+    /// Written through, but not untorn: the write did not fit the file's atomic write limits.
+    not_eligible: u64,
+}
+
+impl UntornWrites {
+    fn since(self, earlier: &UntornWrites) -> Self {
+        Self {
+            untorn: self.untorn.saturating_sub(earlier.untorn),
+            not_eligible: self.not_eligible.saturating_sub(earlier.not_eligible),
+        }
     }
 }
 
@@ -602,6 +628,13 @@ fn ensure_measured_as_configured(case: Case, f: &RunFigures) -> Result<()> {
             f.untorn_writes.unwrap_or(0) > 0,
             "the relation files are on untorn, but the run made no untorn write"
         );
+        // With full_page_writes off, a page written through but not untorn could tear.
+        ensure!(
+            f.not_untorn_writes == Some(0),
+            "{} writes on untorn were written through but not untorn (beyond the files' \
+             atomic write limits): full_page_writes=off is not safe there",
+            f.not_untorn_writes.unwrap_or(0)
+        );
     }
     if f.checkpoints == 0 {
         bail!("no checkpoint during the run: make it longer than checkpoint_timeout");
@@ -639,5 +672,84 @@ impl ServerCounters {
             checkpoints,
             checkpoint_buffers,
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn run(tps: f64, wal_fpi: u64, untorn: Option<(u64, u64)>) -> RunFigures {
+        RunFigures {
+            tps,
+            transactions: 1000,
+            wal_fpi,
+            checkpoints: 2,
+            untorn_writes: untorn.map(|u| u.0),
+            not_untorn_writes: untorn.map(|u| u.1),
+            ..RunFigures::default()
+        }
+    }
+
+    #[test]
+    fn medians_per_field() {
+        let runs = [
+            run(100.0, 7, Some((50, 0))),
+            run(300.0, 3, Some((10, 0))),
+            run(200.0, 5, Some((30, 2))),
+        ];
+        let m = median_figures(&runs);
+        assert_eq!((m.tps, m.wal_fpi), (200.0, 5));
+        assert_eq!((m.untorn_writes, m.not_untorn_writes), (Some(30), Some(0)));
+        assert_eq!(median_figures(&[run(1.0, 0, None)]).untorn_writes, None);
+    }
+
+    #[test]
+    fn misconfigured_runs_fail() {
+        let ok = |case, f: &RunFigures| ensure_measured_as_configured(case, f).is_ok();
+        assert!(ok(Case::XfsFpwOn, &run(1.0, 500, None)));
+        assert!(!ok(Case::XfsFpwOn, &run(1.0, 0, None)));
+        // Up to one image per hundred transactions with full_page_writes off.
+        assert!(ok(Case::XfsFpwOff, &run(1.0, 10, None)));
+        assert!(!ok(Case::XfsFpwOff, &run(1.0, 11, None)));
+        assert!(ok(Case::UntornFpwOff, &run(1.0, 0, Some((100, 0)))));
+        assert!(!ok(Case::UntornFpwOff, &run(1.0, 0, Some((0, 0)))));
+        assert!(!ok(Case::UntornFpwOff, &run(1.0, 0, Some((100, 1)))));
+        assert!(!ok(Case::UntornFpwOff, &run(1.0, 0, None)));
+        let no_checkpoint = RunFigures {
+            checkpoints: 0,
+            ..run(1.0, 0, None)
+        };
+        assert!(!ok(Case::XfsFpwOff, &no_checkpoint));
+    }
+
+    #[test]
+    fn cases_differ_only_in_full_page_writes() {
+        let options = Options {
+            scale: 10,
+            clients: 8,
+            threads: 2,
+            run_time: Duration::from_secs(65),
+            warmup: Duration::from_secs(5),
+            runs: 3,
+            checkpoint_timeout: 30,
+            max_wal_size: "64MB".to_string(),
+            shared_buffers: "256MB".to_string(),
+            cases: Vec::new(),
+            output: bench::Output {
+                report: None,
+                json: false,
+                modules: PathBuf::new(),
+            },
+        };
+        let on = options.server_options(Case::XfsFpwOn);
+        assert!(on.contains("-c full_page_writes=on"));
+        assert!(on.contains("-c checkpoint_timeout=30s"));
+        for case in [Case::XfsFpwOff, Case::UntornFpwOff] {
+            assert_eq!(
+                options.server_options(case),
+                on.replace("full_page_writes=on", "full_page_writes=off")
+            );
+        }
     }
 }
