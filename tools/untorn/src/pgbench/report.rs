@@ -213,13 +213,19 @@ fn plots(results: &[CaseResult]) -> Vec<(String, String, String)> {
         .collect();
     if !per_second.is_empty() {
         let title = "TPS per second (each case's median run)".to_string();
+        let seconds = per_second.iter().map(|s| s.points.len()).max().unwrap_or(1);
+        // Whole seconds, a tick every ten (every one in a short run).
+        let step = if seconds >= 20 { 10 } else { 1 };
+        let mut ticks = vec![1.0];
+        ticks.extend((step..=seconds).step_by(step).map(|s| s as f64));
+        ticks.dedup();
         let chart = Chart {
             title: &title,
             x_label: "second of the run",
             y_label: "transactions",
             x_log: false,
             y_from_zero: true,
-            x_ticks: None,
+            x_ticks: Some(ticks),
         };
         plots.push((
             "tps-per-second.svg".to_string(),
