@@ -206,6 +206,10 @@ pub struct RunFigures {
     pub checkpoint_buffers: u64,
     /// Bytes the device wrote, over the run and the sync after it.
     pub device_bytes: u64,
+    /// Busy time of all CPUs over the run and the sync, as a share of their time, and per
+    /// transaction in microseconds: whether the run was bound by the CPU.
+    pub cpu_busy: f64,
+    pub cpu_us_per_transaction: f64,
     /// untorn's counts over the run and the sync (untorn only): untorn (REQ_ATOMIC) writes,
     /// and writes written through but not untorn (beyond the file's atomic write limits).
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -402,6 +406,8 @@ fn median_figures(runs: &[RunFigures]) -> RunFigures {
         checkpoints: med(&|r| r.checkpoints as f64) as u64,
         checkpoint_buffers: med(&|r| r.checkpoint_buffers as f64) as u64,
         device_bytes: med(&|r| r.device_bytes as f64) as u64,
+        cpu_busy: med(&|r| r.cpu_busy),
+        cpu_us_per_transaction: med(&|r| r.cpu_us_per_transaction),
         untorn_writes: median_opt(&|r| r.untorn_writes),
         not_untorn_writes: median_opt(&|r| r.not_untorn_writes),
         seconds: med(&|r| r.seconds),
@@ -509,6 +515,8 @@ impl Place {
         let seconds = started.elapsed().as_secs_f64();
         self.sync()?;
         let device = stats::Counters::read(disk_name)?.since(&device_before);
+        let elapsed = started.elapsed().as_secs_f64();
+        let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
         let untorn = match (untorn_before, self.untorn_writes(case)?) {
             (Some(before), Some(after)) => Some(after.since(&before)),
             _ => None,
@@ -547,6 +555,8 @@ impl Place {
                 .checkpoint_buffers
                 .saturating_sub(before.checkpoint_buffers),
             device_bytes: device.device_written,
+            cpu_busy: device.system_busy / (cpus as f64 * elapsed).max(1e-9),
+            cpu_us_per_transaction: device.system_busy * 1e6 / summary.transactions.max(1) as f64,
             untorn_writes: untorn.map(|u| u.untorn),
             not_untorn_writes: untorn.map(|u| u.not_eligible),
             seconds,

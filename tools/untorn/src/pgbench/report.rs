@@ -100,7 +100,7 @@ pub fn check_targets(results: &[CaseResult]) -> Vec<Target> {
     targets
 }
 
-const HEADER: [&str; 15] = [
+const HEADER: [&str; 17] = [
     "case",
     "TPS",
     "spread",
@@ -111,6 +111,8 @@ const HEADER: [&str; 15] = [
     "WAL MB",
     "FPI",
     "dev MB",
+    "CPU",
+    "CPU µs/tx",
     "×TPS",
     "×lat",
     "×p99",
@@ -146,6 +148,8 @@ fn rows(results: &[CaseResult]) -> Vec<Vec<String>> {
             megabytes(m.wal_bytes),
             m.wal_fpi.to_string(),
             megabytes(m.device_bytes),
+            format!("{:.0}%", m.cpu_busy * 100.0),
+            format!("{:.0}", m.cpu_us_per_transaction),
             ratio_cell(v.map(|v| v.tps)),
             ratio_cell(v.map(|v| v.latency_avg)),
             ratio_cell(v.map(|v| v.latency_p99)),
@@ -306,7 +310,8 @@ fn summary(results: &Results, plots: &[(String, String)]) -> String {
          Latencies are of whole transactions, from pgbench's per-transaction log. ckpts: \
          checkpoints started in the run (pg_stat_checkpointer). WAL MB, FPI: WAL bytes and \
          full-page images written (pg_stat_wal). dev MB: bytes the device wrote, over the run \
-         and the sync after it. ×: the median over {}'s.\n",
+         and the sync after it. CPU: busy time of all CPUs over their time in the run (and the \
+         sync); CPU µs/tx: that busy time per transaction. ×: the median over {}'s.\n",
         BASELINE.name()
     );
     md.push_str(&markdown_table(&rows(&results.results)));
