@@ -10,7 +10,7 @@
 #                     scsi_debug:PARAMS, BENCH_LOWER=xfs|ext4|xfs,ext4, BENCH_MATRIX=quick|
 #                     default|full, BENCH_ARGS=...; see tools/testing/run-bench)
 #   make pgbench      PostgreSQL's pgbench in the `bench` flavour guest: XFS with full_page_writes
-#                     on, off, and untorn over XFS with it off (about 15 minutes); prints the
+#                     on, off, and untorn over XFS with it off (about 14 minutes); prints the
 #                     table, last the report directory (PGBENCH_ARGS=..., PGBENCH_REPORT=DIR;
 #                     see tools/testing/run-pgbench)
 #   make pressure     the memory-pressure tests (about 30 minutes under TCG)
