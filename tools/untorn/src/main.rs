@@ -390,17 +390,13 @@ fn run(cli: Cli) -> Result<ExitCode> {
             let seed = options.seed.unwrap_or_else(clock_seed);
             eprintln!("crash-postgres: seed {seed}");
             let report = crash::postgres::run(&options, seed)?;
-            if options.json {
-                println!("{}", serde_json::to_string_pretty(&report)?);
-                eprintln!("{}", report.last_line());
-            } else {
-                print!("{}", report.text());
-            }
-            Ok(if report.passed {
-                ExitCode::SUCCESS
-            } else {
-                ExitCode::FAILURE
-            })
+            print_crash_report(
+                &report,
+                report.text(),
+                report.last_line(),
+                report.passed,
+                options.json,
+            )
         }
         Command::Bench(mut options) => {
             options.prepare()?;
@@ -452,13 +448,31 @@ fn run_pgbench(mut options: pgbench::Options) -> Result<ExitCode> {
 /// Runs `untorn crash` and prints its report.
 fn run_crash(options: &crash::Options, json: bool) -> Result<ExitCode> {
     let report = crash::run(options)?;
+    print_crash_report(
+        &report,
+        report.text(),
+        report.last_line(),
+        report.passed,
+        json,
+    )
+}
+
+/// Prints a crash test's report (as JSON, with its last line on standard error, or as text);
+/// the exit status is its verdict.
+fn print_crash_report(
+    report: &impl serde::Serialize,
+    text: String,
+    last_line: String,
+    passed: bool,
+    json: bool,
+) -> Result<ExitCode> {
     if json {
-        println!("{}", serde_json::to_string_pretty(&report)?);
-        eprintln!("{}", report.last_line());
+        println!("{}", serde_json::to_string_pretty(report)?);
+        eprintln!("{last_line}");
     } else {
-        print!("{}", report.text());
+        print!("{text}");
     }
-    Ok(if report.passed {
+    Ok(if passed {
         ExitCode::SUCCESS
     } else {
         ExitCode::FAILURE

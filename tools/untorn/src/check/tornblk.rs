@@ -158,6 +158,19 @@ impl TornDev {
             .with_context(|| format!("{key} is not a number: {value:?}"))
     }
 
+    /// The writes the last cut tore and lost (`writes_torn`, `writes_lost` of the report; 0
+    /// when it has none).
+    pub(crate) fn cut_fates(&self) -> Result<(u64, u64)> {
+        let report = self.report()?;
+        let count = |k: &str| {
+            report
+                .get(k)
+                .and_then(|v| v.parse::<u64>().ok())
+                .unwrap_or(0)
+        };
+        Ok((count("writes_torn"), count("writes_lost")))
+    }
+
     /// The block device, opened for direct I/O.
     fn open_direct(&self) -> Result<File> {
         OpenOptions::new()

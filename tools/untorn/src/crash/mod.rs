@@ -849,15 +849,9 @@ fn campaign(
         }
         row.cuts += 1;
         row.iterations += 1;
-        let report = rig.dev.report()?;
-        let count = |k: &str| {
-            report
-                .get(k)
-                .and_then(|v| v.parse::<u64>().ok())
-                .unwrap_or(0)
-        };
-        row.device_writes_torn += count("writes_torn");
-        row.device_writes_lost += count("writes_lost");
+        let (torn, lost) = rig.dev.cut_fates()?;
+        row.device_writes_torn += torn;
+        row.device_writes_lost += lost;
         for w in &mut writers {
             w.close();
         }

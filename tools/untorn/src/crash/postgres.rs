@@ -612,15 +612,9 @@ fn run_case(
         row.cuts += 1;
         row.acked += acked;
         row.untorn_writes += rig.untorn_writes()?.saturating_sub(untorn_before);
-        let report = rig.dev.report()?;
-        let count = |k: &str| {
-            report
-                .get(k)
-                .and_then(|v| v.parse::<u64>().ok())
-                .unwrap_or(0)
-        };
-        row.device_writes_torn += count("writes_torn");
-        row.device_writes_lost += count("writes_lost");
+        let (torn, lost) = rig.dev.cut_fates()?;
+        row.device_writes_torn += torn;
+        row.device_writes_lost += lost;
 
         cluster.kill()?;
         rig.unmount()?;
