@@ -20,7 +20,7 @@
 #                     2000, over XFS and ext4, RAW_CUTS=N in raw mode, default 500, with both
 #                     negative controls of each; SEED=n to replay)
 #   make crash-postgres  the PostgreSQL crash test: pgbench with full_page_writes=off on
-#                     untorn, cut at random (PG_CUTS=N, default 30, about 100 s each under
+#                     untorn, cut at random (PG_CUTS=N, default 30, about a minute each under
 #                     TCG), and the control on plain XFS (PG_CONTROL_CUTS, default 20); SEED=n
 #   make postgres     build PostgreSQL 17 with tools/postgres/*.patch into the cache (about
 #                     4 minutes cold; make check does it too); prints the install directory
