@@ -22,8 +22,9 @@
 #   make crash-postgres  the PostgreSQL crash test: pgbench with full_page_writes=off on
 #                     untorn, cut at random (PG_CUTS=N, default 30, about a minute each under
 #                     TCG), and the control on plain XFS (PG_CONTROL_CUTS, default 20); SEED=n
-#   make postgres     build PostgreSQL 17 with tools/postgres/*.patch into the cache (about
-#                     4 minutes cold; make check does it too); prints the install directory
+#   make postgres     build PostgreSQL 17 into the cache without and with tools/postgres/*.patch
+#                     (about 4 minutes each cold; make check does it too); prints the install
+#                     directories, the patched one last
 #   make CLIPPY=1     build the modules with clippy
 #   make rust-analyzer  write rust-project.json for the kernel-side Rust
 #
@@ -56,6 +57,7 @@ pgbench:
 	$(TESTING)/run-pgbench
 
 postgres:
+	$(TESTING)/build-postgres --unpatched
 	$(TESTING)/build-postgres
 
 pressure:

@@ -12,7 +12,7 @@ use crate::{
     guest,
     sys::{self, describe},
 };
-use anyhow::{bail, ensure, Context, Result};
+use anyhow::{anyhow, bail, ensure, Context, Result};
 use std::{
     fs,
     os::unix::{fs::PermissionsExt, process::CommandExt},
@@ -20,17 +20,28 @@ use std::{
     process::{Command, Output},
 };
 
-/// The environment variable naming the installation (`build-postgres`'s output).
+/// The environment variables naming the installations (`build-postgres`'s output): with our
+/// patches, and without (`build-postgres --unpatched`).
 pub const INSTALL_VAR: &str = "UNTORN_POSTGRES";
+pub const UNPATCHED_VAR: &str = "UNTORN_POSTGRES_UNPATCHED";
 /// The unprivileged user the clusters run as.
 pub const USER: &str = "nobody";
 
-/// The installation named by [`INSTALL_VAR`]: `None` if it is unset or empty, an error if it
-/// names a directory without the programs.
-pub fn install_from_env() -> Result<Option<PathBuf>> {
-    let dir = match std::env::var_os(INSTALL_VAR) {
+/// The installation named by the environment variable `var`: `Err(why)` with how to build it
+/// if it is unset or empty; an error too if it names a directory without the programs.
+pub fn install_from_env(var: &str) -> Result<std::result::Result<PathBuf, String>> {
+    let dir = match std::env::var_os(var) {
         Some(dir) if !dir.is_empty() => PathBuf::from(dir),
-        _ => return Ok(None),
+        _ => {
+            let option = if var == UNPATCHED_VAR {
+                " --unpatched"
+            } else {
+                ""
+            };
+            return Ok(Err(format!(
+                "PostgreSQL is not built ({var} is not set): run tools/testing/build-postgres{option}"
+            )));
+        }
     };
     for program in [
         "initdb",
@@ -43,12 +54,17 @@ pub fn install_from_env() -> Result<Option<PathBuf>> {
         let path = dir.join("bin").join(program);
         ensure!(
             path.is_file(),
-            "{INSTALL_VAR}={}: no {}",
+            "{var}={}: no {}",
             dir.display(),
             path.display()
         );
     }
-    Ok(Some(dir))
+    Ok(Ok(dir))
+}
+
+/// The patched installation, which must be there.
+pub fn patched_install() -> Result<PathBuf> {
+    install_from_env(INSTALL_VAR)?.map_err(|why| anyhow!(why))
 }
 
 /// A user's ids, from `/etc/passwd`.

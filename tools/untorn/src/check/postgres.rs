@@ -3,11 +3,11 @@
 //! PostgreSQL on untorn (issue 8, part 1): the PostgreSQL that `tools/testing/build-postgres`
 //! builds with `tools/postgres/*.patch` puts its relation files on untorn in writethrough mode,
 //! leaves files on other filesystems alone, and says which in `SHOW untorn_data_directory`;
-//! without the patch's help (`untorn_writethrough = off`, which makes the patched server set
-//! nothing, as an unpatched one) the `writethrough=all` mount option covers them.
+//! PostgreSQL built without the patch is covered by the `writethrough=all` mount option.
 //!
-//! The installation is the directory in `UNTORN_POSTGRES`, which `tools/testing/vm-run` sets to
-//! the cached build when there is one; without it the tests are skipped, with the reason. The
+//! The installations are the directories in `UNTORN_POSTGRES` and `UNTORN_POSTGRES_UNPATCHED`,
+//! which `tools/testing/vm-run` sets to the cached builds when there are some; without them the
+//! tests are skipped, with the reason. The
 //! clusters run as `nobody` (initdb and the server refuse root), from a bind mount of the
 //! installation (the cache may be under a home directory `nobody` cannot enter), on a fresh XFS
 //! on the `scsi_debug` disk: through untorn mounted over a directory of it, or directly.
@@ -22,7 +22,7 @@ use crate::{
     postgres::{self, copy_dir, Cluster, Install},
     sys::{self, describe},
 };
-use anyhow::{anyhow, ensure, Context, Result};
+use anyhow::{anyhow, bail, ensure, Context, Result};
 use std::path::{Path, PathBuf};
 use untorn_logic::mount_options::FileMode;
 
@@ -47,7 +47,7 @@ pub fn tests() -> Vec<Test> {
         .map(|&(name, f)| {
             Test::in_group(format!("postgres/xfs/{name}"), GROUP, move |env| {
                 // Before the fixture: a skip must not be remembered as a failed set-up.
-                let install = install_dir()?;
+                let install = install_dir(postgres::INSTALL_VAR)?;
                 let fixture = env.fixture(GROUP, |env| Fixture::new(env, &install))?;
                 f(&fixture)
             })
@@ -55,15 +55,10 @@ pub fn tests() -> Vec<Test> {
         .collect()
 }
 
-/// The installation from `UNTORN_POSTGRES`, or a [`Skip`] saying how to get one.
-pub(crate) fn install_dir() -> Result<PathBuf> {
-    postgres::install_from_env()?.ok_or_else(|| {
-        Skip(format!(
-            "PostgreSQL is not built ({} is not set): run tools/testing/build-postgres",
-            postgres::INSTALL_VAR
-        ))
-        .into()
-    })
+/// The installation named by the environment variable `var`, or a [`Skip`] saying how to get
+/// one.
+fn install_dir(var: &str) -> Result<PathBuf> {
+    postgres::install_from_env(var)?.map_err(|why| Skip(why).into())
 }
 
 /// What the tests share: the installation, a fresh XFS on the scsi_debug disk, a data
@@ -105,8 +100,13 @@ impl Fixture {
     /// A cluster in a new data directory `data`, a copy of the initdb'd one: its files are
     /// created (and its catalogs later opened) where `data` is, untorn or not.
     fn cluster(&self, data: &Path) -> Result<Cluster<'_>> {
+        self.cluster_of(&self.pg, data)
+    }
+
+    /// The same, run by the installation `pg` (of the same version).
+    fn cluster_of<'a>(&self, pg: &'a Install, data: &Path) -> Result<Cluster<'a>> {
         copy_dir(&self.template, data)?;
-        Cluster::new(&self.pg, data)
+        Cluster::new(pg, data)
     }
 }
 
@@ -238,7 +238,48 @@ fn patched_on_untorn(fx: &Fixture) -> Result<()> {
         lower_file.display(),
         String::from_utf8_lossy(&value)
     );
+    // The setting follows the mount's policy, read when shown, and the server's setting.
+    for (policy, shown) in [
+        (
+            "writethrough=all",
+            "writethrough (mount option writethrough=all)",
+        ),
+        (
+            "writethrough=none",
+            "not written through (mount option writethrough=none)",
+        ),
+        (
+            "writethrough=marked",
+            "writethrough (untorn_writethrough, mount option writethrough=marked)",
+        ),
+    ] {
+        remount(upper.path(), policy)?;
+        cluster.ensure_show("untorn_data_directory", shown)?;
+    }
+    cluster.sql("ALTER SYSTEM SET untorn_writethrough = off")?;
+    cluster.sql("SELECT pg_reload_conf()")?;
+    // The postmaster reloads on its signal, a moment later.
+    let shown = "not written through (untorn_writethrough is off)";
+    for _ in 0..50 {
+        if cluster.show("untorn_data_directory")? == shown {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    cluster.ensure_show("untorn_data_directory", shown)?;
     cluster.stop_and_check_checksums()
+}
+
+/// `mount -o remount,OPTIONS` of the untorn mount at `mountpoint`.
+fn remount(mountpoint: &Path, options: &str) -> Result<()> {
+    sys::mount(
+        Path::new("none"),
+        mountpoint,
+        UNTORN,
+        libc::MS_REMOUNT,
+        options,
+    )
+    .map_err(|e| anyhow!("remount,{options}: {}", describe(&e)))
 }
 
 /// The same binaries with the data directory on plain XFS: the files are not touched (no mode
@@ -267,39 +308,27 @@ fn patched_on_plain_xfs(fx: &Fixture) -> Result<()> {
     cluster.stop_and_check_checksums()
 }
 
-/// Without the patch's help: `untorn_writethrough = off` makes the patched server set nothing,
-/// as an unpatched one; on an untorn mount with `writethrough=all` every file is written
-/// through all the same (GET_MODE: mode off, effective writethrough), each page written back
-/// is an untorn write, and the setting names the mount option. A remount to
-/// `writethrough=marked` shows at once in the setting: nothing covers the files then.
+/// PostgreSQL without our patch (`build-postgres --unpatched`), which knows nothing of untorn:
+/// on an untorn mount with `writethrough=all` every file is written through all the same
+/// (GET_MODE: mode off, effective writethrough) and each page written back is an untorn write;
+/// after a remount to `writethrough=marked` nothing covers the files.
 fn unpatched_writethrough_all(fx: &Fixture) -> Result<()> {
+    let unpatched = Install::new(&install_dir(postgres::UNPATCHED_VAR)?)?;
     let src = fx.xfs_dir("pg-all")?;
     let upper = Mounted::mount(UNTORN, guest::path_str(&src)?, "writethrough=all")?;
-    let mut cluster = fx.cluster(&upper.path().join("data"))?;
-    cluster.start("-c untorn_writethrough=off")?;
-    cluster.ensure_show("untorn_writethrough", "off")?;
-    cluster.ensure_show(
-        "untorn_data_directory",
-        "writethrough (mount option writethrough=all)",
-    )?;
+    let mut cluster = fx.cluster_of(&unpatched, &upper.path().join("data"))?;
+    cluster.start("")?;
+    match cluster.show("untorn_writethrough") {
+        Err(e) if format!("{e:#}").contains("unrecognized configuration parameter") => {}
+        other => bail!("SHOW untorn_writethrough on the unpatched server: {other:?}"),
+    }
     ensure_covered(
         &cluster,
         upper.path(),
         (FileMode::OFF, FileMode::WRITETHROUGH),
         (FileMode::OFF, FileMode::WRITETHROUGH),
     )?;
-    sys::mount(
-        Path::new("none"),
-        upper.path(),
-        UNTORN,
-        libc::MS_REMOUNT,
-        "writethrough=marked",
-    )
-    .map_err(|e| anyhow!("remount,writethrough=marked: {}", describe(&e)))?;
-    cluster.ensure_show(
-        "untorn_data_directory",
-        "not written through (untorn_writethrough is off)",
-    )?;
+    remount(upper.path(), "writethrough=marked")?;
     let table = cluster.relation_file("t")?;
     ensure_mode(
         &open_ro(&table)?,

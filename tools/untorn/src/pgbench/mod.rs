@@ -244,12 +244,7 @@ const WRITETHROUGH: &str = "writethrough";
 
 /// Runs the benchmark.
 pub fn run(options: &Options) -> Result<Results> {
-    let install = postgres::install_from_env()?.with_context(|| {
-        format!(
-            "{} is not set: run tools/testing/build-postgres",
-            postgres::INSTALL_VAR
-        )
-    })?;
+    let install = postgres::patched_install()?;
     let pg = Install::new(&install)?;
     let postgres_version = postgres::checked(
         "postgres --version",
