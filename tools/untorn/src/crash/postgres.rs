@@ -108,6 +108,8 @@ const SETTINGS: &str = "-c full_page_writes=off -c shared_buffers=2MB -c checkpo
 const CHECKPOINT_EVERY: Duration = Duration::from_secs(1);
 /// A run in which the armed cut has not come after this long is cut by hand.
 const RUN_LIMIT: Duration = Duration::from_secs(120);
+/// How long after pgbench's start the cut is armed.
+const ARM_AFTER: Duration = Duration::from_secs(2);
 /// How long pgbench may take to notice the dead server.
 const PGBENCH_EXIT_LIMIT: Duration = Duration::from_secs(60);
 /// The kernel writes dirty pages back after 1 s instead of 30 s (checked every 0.5 s): the
@@ -335,12 +337,7 @@ impl Report {
 
 /// Runs the cases; `Err` only when it cannot run at all.
 pub fn run(options: &Options, seed: u64) -> Result<Report> {
-    let install = crate::postgres::install_from_env()?.with_context(|| {
-        format!(
-            "PostgreSQL is not built ({} is not set): run tools/testing/build-postgres",
-            crate::postgres::INSTALL_VAR
-        )
-    })?;
+    let install = crate::postgres::patched_install()?;
     let pg = Install::new(&install)?;
     let modules = check::Env::new(options.modules.clone(), false, false).modules()?;
     let tornblk = modules
@@ -604,10 +601,7 @@ fn run_case(
     for cut in 1..=cuts {
         let history = history_rows(&cluster)?;
         let untorn_before = rig.untorn_writes()?;
-        rig.dev
-            .command(&format!("cut_random {}", options.max_writes))
-            .context("cut_random")?;
-        let acked = run_until_cut(pg, &cluster, &rig, options.clients, row)?;
+        let acked = run_until_cut(pg, &cluster, &rig, options, row)?;
         row.time("run", &mut clock);
         row.cuts += 1;
         row.acked += acked;
@@ -657,14 +651,14 @@ fn run_until_cut(
     pg: &Install,
     cluster: &Cluster<'_>,
     rig: &Rig,
-    clients: u32,
+    options: &Options,
     row: &mut Row,
 ) -> Result<u64> {
     let out_path = cluster.run.join("pgbench.out");
     let out =
         File::create(&out_path).with_context(|| format!("cannot create {}", out_path.display()))?;
     let err = out.try_clone().context("cannot duplicate a file")?;
-    let clients = clients.to_string();
+    let clients = options.clients.to_string();
     let mut child = pgbench(pg, cluster)
         .args([
             "-n", "-c", &clients, "-j", &clients, "-T", "100000", "postgres",
@@ -673,6 +667,12 @@ fn run_until_cut(
         .stderr(Stdio::from(err))
         .spawn()
         .context("cannot run pgbench")?;
+    // Armed once pgbench has had time to connect and read its tables, so that the cut falls
+    // in the run (one that comes earlier all the same counts as a run of nothing).
+    std::thread::sleep(ARM_AFTER);
+    rig.dev
+        .command(&format!("cut_random {}", options.max_writes))
+        .context("cut_random")?;
     let start = Instant::now();
     let stop = AtomicBool::new(false);
     std::thread::scope(|s| {
@@ -719,13 +719,17 @@ fn wait_or_kill(child: &mut Child, limit: Duration) -> Result<()> {
     bail!("pgbench did not end {} s after the cut", limit.as_secs())
 }
 
-/// The transactions pgbench counted: `number of transactions actually processed: N` (with
-/// `/M` when it was given a count), printed also when clients were aborted.
+/// The transactions pgbench counted, from its output: `number of transactions actually
+/// processed: N` (with `/M` when it was given a count), printed also when clients were
+/// aborted; or 0 when it failed before the run (it reads the tables first), which then did
+/// not begin.
 fn transactions_done(log: &str) -> Option<u64> {
-    log.lines().find_map(|l| {
+    let counted = log.lines().find_map(|l| {
         let rest = l.strip_prefix("number of transactions actually processed:")?;
         rest.trim().split('/').next()?.trim().parse().ok()
-    })
+    });
+    let before_the_run = !log.contains("transaction type:") && log.contains("pgbench: error:");
+    counted.or(before_the_run.then_some(0))
 }
 
 /// The rows of pgbench's history.
@@ -858,10 +862,20 @@ mod tests {
             transactions_done("number of transactions actually processed: 17/100\n"),
             Some(17)
         );
+        // The cut came while pgbench read the tables, before the run.
         assert_eq!(
-            transactions_done("pgbench: error: connection refused"),
+            transactions_done(
+                "pgbench (17.11)\npgbench: error: could not count number of branches: \
+                 server closed the connection unexpectedly\n"
+            ),
+            Some(0)
+        );
+        // A summary without its count is not a run of nothing.
+        assert_eq!(
+            transactions_done("transaction type: <builtin: TPC-B (sort of)>\npgbench: error: x\n"),
             None
         );
+        assert_eq!(transactions_done("garbage"), None);
     }
 
     #[test]
