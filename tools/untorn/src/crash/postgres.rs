@@ -312,13 +312,14 @@ impl Report {
                         r.acked
                     ),
                     Case::PlainXfs => format!(
-                        "control {} after {} cuts",
+                        "control {} after {} cut{}",
                         if r.passed {
                             "showed corruption"
                         } else {
                             "showed NO corruption"
                         },
-                        r.cuts
+                        r.cuts,
+                        if r.cuts == 1 { "" } else { "s" }
                     ),
                 })
         };
