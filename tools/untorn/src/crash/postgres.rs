@@ -660,14 +660,17 @@ fn run_until_cut(
         File::create(&out_path).with_context(|| format!("cannot create {}", out_path.display()))?;
     let err = out.try_clone().context("cannot duplicate a file")?;
     let clients = options.clients.to_string();
-    let mut child = pgbench(pg, cluster)
-        .args([
-            "-n", "-c", &clients, "-j", &clients, "-T", "100000", "postgres",
-        ])
-        .stdout(Stdio::from(out))
-        .stderr(Stdio::from(err))
-        .spawn()
-        .context("cannot run pgbench")?;
+    let mut child = KillOnDrop(
+        pgbench(pg, cluster)
+            .args([
+                "-n", "-c", &clients, "-j", &clients, "-T", "100000", "postgres",
+            ])
+            .stdout(Stdio::from(out))
+            .stderr(Stdio::from(err))
+            .spawn()
+            .context("cannot run pgbench")?,
+    );
+    let child = &mut child.0;
     // Armed once pgbench has had time to connect and read its tables, so that the cut falls
     // in the run (one that comes earlier all the same counts as a run of nothing).
     std::thread::sleep(ARM_AFTER);
@@ -699,11 +702,22 @@ fn run_until_cut(
         rig.dev.command("cut").context("cut")?;
         row.forced_cuts += 1;
     }
-    wait_or_kill(&mut child, PGBENCH_EXIT_LIMIT)?;
+    wait_or_kill(child, PGBENCH_EXIT_LIMIT)?;
     let log = fs::read_to_string(&out_path)
         .with_context(|| format!("cannot read {}", out_path.display()))?;
     transactions_done(&log)
         .with_context(|| format!("pgbench printed no count of transactions:\n{log}"))
+}
+
+/// A child process, killed if it is still running when dropped: a run that fails leaves no
+/// pgbench behind to hold the mount.
+struct KillOnDrop(Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
 }
 
 /// Waits for `child`, killing it after `limit`.
