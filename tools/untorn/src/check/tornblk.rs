@@ -158,6 +158,11 @@ impl TornDev {
             .with_context(|| format!("{key} is not a number: {value:?}"))
     }
 
+    /// Whether the power is off (after a cut, before `power_on`).
+    pub(crate) fn powered_off(&self) -> bool {
+        self.get("state").is_ok_and(|s| s == "off")
+    }
+
     /// The writes the last cut tore and lost (`writes_torn`, `writes_lost` of the report; 0
     /// when it has none).
     pub(crate) fn cut_fates(&self) -> Result<(u64, u64)> {

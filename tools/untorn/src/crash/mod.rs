@@ -677,14 +677,6 @@ impl Rig {
         Ok(())
     }
 
-    fn state(&self) -> Result<String> {
-        self.dev.get("state")
-    }
-
-    fn powered_off(&self) -> bool {
-        self.state().is_ok_and(|s| s == "off")
-    }
-
     /// Runs the lower's read-only checker on the unmounted device; raw mode has none.
     fn fsck(&self) -> Result<()> {
         let disk = self.disk()?;
@@ -702,7 +694,7 @@ impl Drop for Rig {
         if let Err(e) = self.unmount_all() {
             eprintln!("# warning: {e:#}");
         }
-        if self.powered_off() {
+        if self.dev.powered_off() {
             let _ = self.dev.command("power_on");
         }
         let _ = fs::remove_dir(&self.top);
@@ -826,7 +818,7 @@ fn campaign(
             // Watch the device: a cut may come from writeback or the log, while the writers
             // only fill the page cache.
             while !handles.iter().all(|h| h.is_finished()) {
-                if dev_state.powered_off() {
+                if dev_state.dev.powered_off() {
                     stop.store(true, Ordering::Relaxed);
                 }
                 std::thread::sleep(Duration::from_millis(10));
@@ -842,7 +834,7 @@ fn campaign(
         for r in results {
             r?;
         }
-        if !rig.powered_off() {
+        if !rig.dev.powered_off() {
             // The writers ran out of operations before the armed cut came.
             rig.dev.command("cut").context("cut")?;
             row.forced_cuts += 1;

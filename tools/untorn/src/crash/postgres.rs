@@ -481,12 +481,7 @@ impl Rig {
             counters: None,
             mounted: false,
         };
-        let lower = guest::path_str(&rig.lower)?;
-        guest::run(
-            "mount",
-            &["-t", "xfs", guest::path_str(&rig.dev.disk)?, lower],
-        )
-        .context("mounting XFS")?;
+        rig.mount_xfs()?;
         let parent = rig.lower.join("pg");
         fs::create_dir(&parent).with_context(|| format!("cannot create {}", parent.display()))?;
         copy_dir(template, &parent.join("data"))?;
@@ -504,10 +499,16 @@ impl Rig {
         self.parent().join("data")
     }
 
-    fn mount(&mut self) -> Result<()> {
+    fn mount_xfs(&self) -> Result<()> {
         let disk = guest::path_str(&self.dev.disk)?;
         guest::run("mount", &["-t", "xfs", disk, guest::path_str(&self.lower)?])
-            .context("mounting XFS")?;
+            .context("mounting XFS")
+            .map(drop)
+    }
+
+    /// Mounts XFS and (the untorn case) untorn over its data directory's parent.
+    fn mount(&mut self) -> Result<()> {
+        self.mount_xfs()?;
         self.mounted = true;
         let pg = self.lower.join("pg");
         if let Some(top) = &self.top {
@@ -538,10 +539,6 @@ impl Rig {
         Ok(())
     }
 
-    fn powered_off(&self) -> bool {
-        self.dev.get("state").is_ok_and(|s| s == "off")
-    }
-
     /// untorn's `untorn_writes` (0 without untorn).
     fn untorn_writes(&self) -> Result<u64> {
         match &self.counters {
@@ -559,7 +556,7 @@ impl Drop for Rig {
         if let Err(e) = self.unmount() {
             eprintln!("# warning: {e:#}");
         }
-        if self.powered_off() {
+        if self.dev.powered_off() {
             let _ = self.dev.command("power_on");
         }
         if let Some(top) = &self.top {
@@ -687,7 +684,7 @@ fn run_until_cut(
                 std::thread::sleep(CHECKPOINT_EVERY);
             }
         });
-        while !rig.powered_off() && start.elapsed() < RUN_LIMIT {
+        while !rig.dev.powered_off() && start.elapsed() < RUN_LIMIT {
             if let Ok(Some(status)) = child.try_wait() {
                 stop.store(true, Ordering::Relaxed);
                 let log = fs::read_to_string(&out_path).unwrap_or_default();
@@ -698,7 +695,7 @@ fn run_until_cut(
         stop.store(true, Ordering::Relaxed);
         Ok(())
     })?;
-    if !rig.powered_off() {
+    if !rig.dev.powered_off() {
         rig.dev.command("cut").context("cut")?;
         row.forced_cuts += 1;
     }
