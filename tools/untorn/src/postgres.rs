@@ -378,16 +378,16 @@ impl<'a> Cluster<'a> {
     /// pgbench against database `postgres`, as the user, in the socket directory (where its
     /// `-l` logs go unless `--log-prefix` says otherwise); its standard output.
     pub fn pgbench(&self, args: &[&str]) -> Result<String> {
-        let out = self
-            .pg
-            .command("pgbench", true, &self.run)
-            .arg("-h")
-            .arg(&self.run)
-            .args(["-U", USER])
-            .args(args)
-            .arg("postgres")
-            .output();
+        let out = self.pgbench_command().args(args).arg("postgres").output();
         checked(&format!("pgbench {}", args.join(" ")), out)
+    }
+
+    /// pgbench connected to the cluster, as the user, in the socket directory: the caller adds
+    /// the options and the database.
+    pub fn pgbench_command(&self) -> Command {
+        let mut cmd = self.pg.command("pgbench", true, &self.run);
+        cmd.arg("-h").arg(&self.run).args(["-U", USER]);
+        cmd
     }
 
     pub fn show(&self, setting: &str) -> Result<String> {

@@ -421,10 +421,7 @@ impl Template {
         pg.initdb(&data)?;
         let mut cluster = Cluster::new(pg, &data)?;
         cluster.start("")?;
-        let out = pgbench(pg, &cluster)
-            .args(["-i", "-q", "-s", &scale.to_string(), "postgres"])
-            .output();
-        crate::postgres::checked("pgbench -i", out)?;
+        cluster.pgbench(&["-i", "-q", "-s", &scale.to_string()])?;
         cluster.sql("CREATE EXTENSION amcheck")?;
         cluster.stop()?;
         Ok(template)
@@ -439,15 +436,6 @@ impl Drop for Template {
     fn drop(&mut self) {
         let _ = fs::remove_dir_all(&self.dir);
     }
-}
-
-/// pgbench against `cluster`, as its superuser.
-fn pgbench(pg: &Install, cluster: &Cluster<'_>) -> std::process::Command {
-    let mut cmd = pg.command("pgbench", false, &cluster.run);
-    cmd.arg("-h")
-        .arg(&cluster.run)
-        .args(["-U", crate::postgres::USER]);
-    cmd
 }
 
 /// The device, XFS on it, and (the untorn case) untorn over a directory of it; the data
@@ -599,7 +587,7 @@ fn run_case(
     for cut in 1..=cuts {
         let history = history_rows(&cluster)?;
         let untorn_before = rig.untorn_writes()?;
-        let acked = run_until_cut(pg, &cluster, &rig, options, row)?;
+        let acked = run_until_cut(&cluster, &rig, options, row)?;
         row.time("run", &mut clock);
         row.cuts += 1;
         row.acked += acked;
@@ -646,7 +634,6 @@ fn run_case(
 /// Runs pgbench with a checkpoint every second until the armed cut comes (or cuts by hand
 /// after [`RUN_LIMIT`]); returns the transactions pgbench counted as done.
 fn run_until_cut(
-    pg: &Install,
     cluster: &Cluster<'_>,
     rig: &Rig,
     options: &Options,
@@ -658,7 +645,8 @@ fn run_until_cut(
     let err = out.try_clone().context("cannot duplicate a file")?;
     let clients = options.clients.to_string();
     let mut child = KillOnDrop(
-        pgbench(pg, cluster)
+        cluster
+            .pgbench_command()
             .args([
                 "-n", "-c", &clients, "-j", &clients, "-T", "100000", "postgres",
             ])
