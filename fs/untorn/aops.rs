@@ -7,13 +7,13 @@
 use kernel::prelude::*;
 
 use crate::{
-    backend::total_size,
+    backend::{backend, total_size},
     counters::Counters,
     kernel_ext::{
-        folio::{Folio, FolioLock, LockedFolio, OwnedLockedFolio},
+        folio::{Folio, FolioLock, FolioWriteback, LockedFolio, OwnedLockedFolio},
         ops::{Readahead, Writeback},
         task,
-        vfs::{Inode, READ_FOLIOS_MAX},
+        vfs::{Inode, IO_FOLIOS_MAX},
     },
     Untorn,
 };
@@ -60,14 +60,13 @@ pub(crate) fn read_folio(inode: &Inode<Untorn>, folio: LockedFolio<'_>) -> Resul
     }
 }
 
-/// Fills a readahead request's folios in batches of up to [`READ_FOLIOS_MAX`], each with one
+/// Fills a readahead request's folios in batches of up to [`IO_FOLIOS_MAX`], each with one
 /// storage read, rather than a read per folio.
 pub(crate) fn readahead(inode: &Inode<Untorn>, mut request: Readahead<'_>) {
     loop {
-        let mut batch: [Option<OwnedLockedFolio>; READ_FOLIOS_MAX] =
-            [const { None }; READ_FOLIOS_MAX];
+        let mut batch: [Option<OwnedLockedFolio>; IO_FOLIOS_MAX] = [const { None }; IO_FOLIOS_MAX];
         let mut count = 0;
-        while count < READ_FOLIOS_MAX {
+        while count < IO_FOLIOS_MAX {
             let Some(folio) = request.next_folio() else {
                 break;
             };
@@ -78,7 +77,7 @@ pub(crate) fn readahead(inode: &Inode<Untorn>, mut request: Readahead<'_>) {
             return;
         };
         // Slots past `count` are never read: they repeat the first folio to fill the array.
-        let folios: [&dyn FolioLock; READ_FOLIOS_MAX] =
+        let folios: [&dyn FolioLock; IO_FOLIOS_MAX] =
             core::array::from_fn(|i| batch[i].as_ref().unwrap_or(head) as &dyn FolioLock);
         let result = fill(inode, &folios[..count]);
         if result.is_err() {
@@ -87,7 +86,7 @@ pub(crate) fn readahead(inode: &Inode<Untorn>, mut request: Readahead<'_>) {
         for folio in batch.into_iter().flatten() {
             folio.end_read(result.is_ok());
         }
-        if count < READ_FOLIOS_MAX {
+        if count < IO_FOLIOS_MAX {
             return;
         }
     }
@@ -140,32 +139,98 @@ pub(crate) fn write_end(
 }
 
 /// Writes back each dirty folio, as a task that cleans our pages
-/// ([`task::cleaning_upper_pages`]).
+/// ([`task::cleaning_upper_pages`]): contiguous folios in batches of up to [`IO_FOLIOS_MAX`],
+/// each with one storage write rather than a write per folio.
 pub(crate) fn writepages(inode: &Inode<Untorn>, wb: &mut Writeback<'_>) -> Result {
-    task::cleaning_upper_pages(|| wb.for_each(|folio| write_back(inode, folio)))
+    task::cleaning_upper_pages(|| {
+        let mut batch = WritebackBatch::new(inode);
+        let result = wb.for_each(|folio| batch.add(folio));
+        let last = batch.write();
+        result.and(last)
+    })
 }
 
-/// Writes back one dirty folio with one lower write (two at end of file, see above).
-fn write_back(inode: &Inode<Untorn>, folio: LockedFolio<'_>) -> Result {
-    let sb = inode.super_block();
-    let counters = sb.info().data.counters();
-    let (pos, size) = (folio.pos(), inode.size());
-    if pos >= size {
-        // Truncated while waiting for the lock: nothing left to write.
-        folio.unlock();
-        return Ok(());
+/// Contiguous folios under writeback, not yet written.
+struct WritebackBatch<'a> {
+    inode: &'a Inode<Untorn>,
+    folios: [Option<FolioWriteback>; IO_FOLIOS_MAX],
+    count: usize,
+    /// The bytes to write: all of each folio but the one holding the end of file.
+    len: usize,
+    /// The file position after the last folio, if that was written whole (not at the end of
+    /// file): where a folio that continues the batch starts.
+    next: Option<i64>,
+}
+
+impl<'a> WritebackBatch<'a> {
+    fn new(inode: &'a Inode<Untorn>) -> Self {
+        Self {
+            inode,
+            folios: [const { None }; IO_FOLIOS_MAX],
+            count: 0,
+            len: 0,
+            next: None,
+        }
     }
-    let len = (size - pos).min(folio.size() as i64) as usize;
-    // The part beyond the end of file may hold bytes a shared mapping wrote there: zero it
-    // on every writeback, so they never become file data when the file grows.
-    folio.zero(len, folio.size());
-    let folio = folio.start_writeback();
-    let result = write_to_storage(inode, &folio, 0, len);
-    match result {
-        Ok(()) => Counters::add(&counters.writeback, &counters.writeback_bytes, len as u64),
-        Err(_) => Counters::inc(&counters.errors),
+
+    /// Starts writeback of a dirty folio and adds it, after writing the batch if the folio
+    /// does not continue it or it is full; returns the error of that write.
+    fn add(&mut self, folio: LockedFolio<'_>) -> Result {
+        let (pos, size) = (folio.pos(), self.inode.size());
+        if pos >= size {
+            // Truncated while waiting for the lock: nothing left to write.
+            folio.unlock();
+            return Ok(());
+        }
+        let len = (size - pos).min(folio.size() as i64) as usize;
+        // The part beyond the end of file may hold bytes a shared mapping wrote there: zero it
+        // on every writeback, so they never become file data when the file grows.
+        folio.zero(len, folio.size());
+        let continues = self.count == 0 || self.next == Some(pos);
+        let written = if !continues || self.count == IO_FOLIOS_MAX {
+            self.write()
+        } else {
+            Ok(())
+        };
+        self.next = (len == folio.size()).then_some(pos + len as i64);
+        self.folios[self.count] = Some(folio.start_writeback());
+        self.count += 1;
+        self.len += len;
+        written
     }
-    folio.end(result)
+
+    /// Writes the batch with one storage write (two at the end of file, see `backend.rs`) and
+    /// ends the folios' writeback with its result.
+    fn write(&mut self) -> Result {
+        let Some(Some(head)) = self.folios.first() else {
+            return Ok(());
+        };
+        // Slots past `count` are never read: they repeat the first folio to fill the array.
+        let folios: [&Folio; IO_FOLIOS_MAX] =
+            core::array::from_fn(|i| self.folios[i].as_deref().unwrap_or(head));
+        let folios = &folios[..self.count];
+        let result = backend(self.inode).write_folios(self.inode, folios, self.len);
+        let counters = self.inode.super_block().info().data.counters();
+        match result {
+            Ok(()) => Counters::add_many(
+                &counters.writeback,
+                &counters.writeback_bytes,
+                self.count as u64,
+                self.len as u64,
+            ),
+            Err(_) => Counters::inc(&counters.errors),
+        }
+        for folio in self.folios.iter_mut().take(self.count) {
+            if let Some(folio) = folio.take() {
+                // The result is the batch's, returned once below.
+                let _ = folio.end(result);
+            }
+        }
+        self.count = 0;
+        self.len = 0;
+        self.next = None;
+        result
+    }
 }
 
 /// Writes bytes `offset..offset + len` of a folio that is locked or under writeback to

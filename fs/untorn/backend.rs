@@ -68,7 +68,7 @@ pub(crate) trait Backend: Send + Sync {
     /// covers its range rounded out to it (up to the end of file).
     fn io_block(&self, inode: &Inode<Untorn>) -> u32;
 
-    /// Fills the contiguous locked `folios` (at most [`READ_FOLIOS_MAX`]) from storage with one
+    /// Fills the contiguous locked `folios` (at most [`IO_FOLIOS_MAX`]) from storage with one
     /// read: at least the first `valid` bytes from the first folio's file position, which lie
     /// below the end of file. Returns the bytes filled.
     fn read(&self, inode: &Inode<Untorn>, folios: &[&dyn FolioLock], valid: usize)
@@ -82,6 +82,22 @@ pub(crate) trait Backend: Send + Sync {
         offset: usize,
         len: usize,
     ) -> Result;
+
+    /// Writes the first `len` bytes of the contiguous `folios` (at most [`IO_FOLIOS_MAX`]),
+    /// which are under writeback, from the first one's file position; only the last may be
+    /// written in part (it holds the end of file). By default a write per folio.
+    fn write_folios(&self, inode: &Inode<Untorn>, folios: &[&Folio], len: usize) -> Result {
+        let mut left = len;
+        for folio in folios {
+            let piece = left.min(folio.size());
+            if piece == 0 {
+                break;
+            }
+            self.write_folio(inode, folio, 0, piece)?;
+            left -= piece;
+        }
+        Ok(())
+    }
 
     /// An untorn write: all of `bounce` at `pos` or none of it, on storage when this returns
     /// (durable too if `sync_flags` has `IOCB_DSYNC` or `IOCB_SYNC`). Refused, with nothing
@@ -153,6 +169,16 @@ impl LowerFileBackend {
     ) -> Result {
         let written = lower.write_folio(folio, offset, len, pos, direct)?;
         if written != len {
+            return Err(ENOSPC);
+        }
+        Ok(())
+    }
+
+    /// Writes the first `len` bytes of the contiguous `folios` with one write, failing on a
+    /// short write.
+    fn write_folios_all(lower: &LowerFile, folios: &[&Folio], len: usize, direct: bool) -> Result {
+        let pos = folios.first().ok_or(EINVAL)?.pos();
+        if lower.write_folios(folios, len, pos, direct)? != len {
             return Err(ENOSPC);
         }
         Ok(())
@@ -237,6 +263,27 @@ impl Backend for LowerFileBackend {
             if direct < len {
                 let tail = (offset + direct, len - direct, pos + direct as i64);
                 Self::write_all(lower, folio, tail.0, tail.1, tail.2, false)?;
+            }
+            Ok(())
+        })
+    }
+
+    fn write_folios(&self, inode: &Inode<Untorn>, folios: &[&Folio], len: usize) -> Result {
+        let lower = inode.data_file_rw().ok_or(EBADF)?;
+        let direct = Self::direct_part(inode, lower, len)?;
+        inode.super_block().as_mounter(|| -> Result {
+            if direct == 0 {
+                // No direct I/O, or less than a lower block: all of it buffered.
+                return Self::write_folios_all(lower, folios, len, false);
+            }
+            Self::write_folios_all(lower, folios, direct, true)?;
+            if direct < len {
+                // The end of file's partial block, buffered (see above). The folios before
+                // the last are whole pages, so it lies in the last.
+                let last = folios.last().ok_or(EINVAL)?;
+                let pos = folios[0].pos() + direct as i64;
+                let offset = usize::try_from(pos - last.pos()).map_err(|_| EINVAL)?;
+                Self::write_all(lower, last, offset, len - direct, pos, false)?;
             }
             Ok(())
         })

@@ -71,7 +71,12 @@ pub(crate) struct Counters {
 impl Counters {
     /// Adds one event of `bytes` bytes to a pair of counters.
     pub(crate) fn add(count: &AtomicU64, bytes_counter: &AtomicU64, bytes: u64) {
-        count.fetch_add(1, Ordering::Relaxed);
+        Self::add_many(count, bytes_counter, 1, bytes);
+    }
+
+    /// Counts `n` events of `bytes` bytes in all.
+    pub(crate) fn add_many(count: &AtomicU64, bytes_counter: &AtomicU64, n: u64, bytes: u64) {
+        count.fetch_add(n, Ordering::Relaxed);
         bytes_counter.fetch_add(bytes, Ordering::Relaxed);
     }
 

@@ -113,7 +113,7 @@ impl<'a> LockedFolio<'a> {
     }
 
     /// Starts writeback and unlocks the folio; the returned token ends the writeback.
-    pub fn start_writeback(self) -> FolioWriteback<'a> {
+    pub fn start_writeback(self) -> FolioWriteback {
         let folio = self.folio;
         core::mem::forget(self);
         // SAFETY: Locked by us (until the unlock below), its dirty flag cleared for I/O by
@@ -122,7 +122,9 @@ impl<'a> LockedFolio<'a> {
             bindings::__folio_start_writeback(folio.as_ptr(), false);
             bindings::folio_unlock(folio.as_ptr());
         }
-        FolioWriteback(folio)
+        // A reference of its own: writeback of several folios may be batched into one write,
+        // beyond the borrow of the first.
+        FolioWriteback(folio.into())
     }
 
     /// Ends a read: marks the folio up to date if `ok`, and unlocks it.
@@ -146,15 +148,15 @@ impl Drop for LockedFolio<'_> {
     }
 }
 
-/// A folio under writeback that we started; [`FolioWriteback::end`] ends it.
+/// A folio under writeback that we started, referenced; [`FolioWriteback::end`] ends it.
 ///
 /// # Invariants
 ///
 /// We started writeback of the folio and have not ended it.
 #[must_use = "writeback must be ended"]
-pub struct FolioWriteback<'a>(&'a Folio);
+pub struct FolioWriteback(ARef<Folio>);
 
-impl FolioWriteback<'_> {
+impl FolioWriteback {
     /// Ends writeback, recording `result` on the mapping if it is an error; returns it.
     pub fn end(self, result: Result) -> Result {
         // SAFETY: By the type invariant, we started the writeback and end it once.
@@ -163,11 +165,11 @@ impl FolioWriteback<'_> {
     }
 }
 
-impl core::ops::Deref for FolioWriteback<'_> {
+impl core::ops::Deref for FolioWriteback {
     type Target = Folio;
 
     fn deref(&self) -> &Folio {
-        self.0
+        &self.0
     }
 }
 

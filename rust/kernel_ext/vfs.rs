@@ -26,8 +26,9 @@ use super::{
     ops::StackedFs,
 };
 
-/// The most folios [`LowerFile::read_folios`] reads at once (a readahead batch).
-pub const READ_FOLIOS_MAX: usize = 32;
+/// The most folios [`LowerFile::read_folios`] reads and [`LowerFile::write_folios`] writes at
+/// once (a readahead batch, a writeback batch).
+pub const IO_FOLIOS_MAX: usize = 32;
 
 /// What the super block of a stacked filesystem owns (`s_fs_info`).
 pub struct SbInfo<T: StackedFs> {
@@ -932,7 +933,7 @@ impl LowerFile {
 
     /// Reads `len` bytes at `pos` into the contiguous locked `folios`, from the start of the
     /// first, in one read (with direct I/O if `direct`); returns the bytes read (fewer at end
-    /// of file). At most [`READ_FOLIOS_MAX`] folios.
+    /// of file). At most [`IO_FOLIOS_MAX`] folios.
     pub fn read_folios(
         &self,
         folios: &[&dyn FolioLock],
@@ -940,22 +941,57 @@ impl LowerFile {
         pos: i64,
         direct: bool,
     ) -> Result<usize> {
-        let total: usize = folios.iter().map(|f| f.size()).sum();
-        if folios.len() > READ_FOLIOS_MAX || len > total {
-            return Err(EINVAL);
-        }
+        // SAFETY: The folios are locked by the caller (`FolioLock`) beyond this synchronous
+        // read, so nothing else uses their content meanwhile.
+        unsafe { self.rw_folios(folios.iter().map(|f| &***f), len, pos, direct, false) }
+    }
+
+    /// Writes `len` bytes of the contiguous `folios`, from the start of the first, at `pos` in
+    /// one write (with direct I/O if `direct`); returns the bytes written. The folios are
+    /// under writeback or locked, so their content is stable where the mapping requires it. At
+    /// most [`IO_FOLIOS_MAX`] folios.
+    pub fn write_folios(
+        &self,
+        folios: &[&Folio],
+        len: usize,
+        pos: i64,
+        direct: bool,
+    ) -> Result<usize> {
+        // SAFETY: The lower only reads the folios, which the caller keeps referenced.
+        unsafe { self.rw_folios(folios.iter().copied(), len, pos, direct, true) }
+    }
+
+    /// One read into (`write` false) or write from the first `len` bytes of the contiguous
+    /// `folios` at `pos`: the I/O of [`Self::read_folios`] and [`Self::write_folios`]. `EINVAL`
+    /// if `len` needs more than [`IO_FOLIOS_MAX`] folios or more bytes than they hold.
+    ///
+    /// # Safety
+    ///
+    /// For a read, the caller holds the folios locked, so that nothing else uses their
+    /// content; for a write, it keeps them referenced.
+    unsafe fn rw_folios<'f>(
+        &self,
+        folios: impl Iterator<Item = &'f Folio>,
+        len: usize,
+        pos: i64,
+        direct: bool,
+        write: bool,
+    ) -> Result<usize> {
         let mut bvecs =
-            [const { core::mem::MaybeUninit::<bindings::bio_vec>::uninit() }; READ_FOLIOS_MAX];
+            [const { core::mem::MaybeUninit::<bindings::bio_vec>::uninit() }; IO_FOLIOS_MAX];
         let mut segments = 0;
         let mut left = len;
         for folio in folios {
             if left == 0 {
                 break;
             }
+            if segments == IO_FOLIOS_MAX {
+                return Err(EINVAL);
+            }
             let piece = left.min(folio.size());
             // SAFETY: Initialises the whole `bio_vec` for a range at the start of the folio
-            // (inside it, `piece <= size`), which the caller keeps locked beyond this
-            // synchronous read.
+            // (inside it, `piece <= size`), which the caller keeps referenced (and for a read,
+            // locked) beyond this synchronous I/O.
             unsafe {
                 ext::untorn_helper_bvec_set_folio(
                     bvecs[segments].as_mut_ptr(),
@@ -967,21 +1003,30 @@ impl LowerFile {
             segments += 1;
             left -= piece;
         }
+        if left > 0 {
+            // Fewer bytes in the folios than asked for.
+            return Err(EINVAL);
+        }
+        let direction = if write {
+            bindings::ITER_SOURCE
+        } else {
+            bindings::ITER_DEST
+        };
         let mut iter = core::mem::MaybeUninit::<bindings::iov_iter>::uninit();
         // SAFETY: The first `segments` bio_vecs were initialised above and cover `len` bytes;
         // `iov_iter_bvec` initialises the iterator over them. Both outlive the synchronous
-        // read.
+        // I/O.
         let iter = unsafe {
             bindings::iov_iter_bvec(
                 iter.as_mut_ptr(),
-                bindings::ITER_DEST,
+                direction,
                 bvecs.as_ptr().cast(),
                 segments as kernel::ffi::c_ulong,
                 len,
             );
             iter.assume_init_mut()
         };
-        self.rw(pos, iter, direct, false)
+        self.rw(pos, iter, direct, write)
     }
 
     /// Writes `len` bytes of `folio` from `offset` at `pos`, with direct I/O if `direct`;
