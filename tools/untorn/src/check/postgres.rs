@@ -19,7 +19,7 @@ use super::{
 };
 use crate::{
     guest::{self, FsType, LoadedModule, Mounted},
-    postgres::{self, copy_dir, Cluster, Install},
+    postgres::{self, Cluster, Install},
     sys::{self, describe},
 };
 use anyhow::{anyhow, bail, ensure, Context, Result};
@@ -61,33 +61,21 @@ fn install_dir(var: &str) -> Result<PathBuf> {
     postgres::install_from_env(var)?.map_err(|why| Skip(why).into())
 }
 
-/// What the tests share: the installation, a fresh XFS on the scsi_debug disk, a data
-/// directory made by initdb on it that each test copies (initdb takes half a minute under TCG),
-/// and untorn loaded. Dropped in this order (untorn mounts belong to the tests, gone by then).
+/// What the tests share: the installation, a fresh XFS on the scsi_debug disk and untorn
+/// loaded. Dropped in this order (untorn mounts belong to the tests, gone by then).
 struct Fixture {
     pg: Install,
     xfs: Mounted,
-    template: PathBuf,
     _module: LoadedModule,
 }
 
 impl Fixture {
     fn new(env: &Env, install: &Path) -> Result<Self> {
-        let pg = Install::new(install)?;
-        let xfs = Mounted::fresh(FsType::Xfs, &guest::scsi_debug_disk()?)?;
-        let module = super::load_untorn(&env.modules_dir)?;
-        let mut fixture = Self {
-            pg,
-            template: PathBuf::new(),
-            xfs,
-            _module: module,
-        };
-        let template = fixture.xfs_dir("pg-template")?.join("data");
-        let start = std::time::Instant::now();
-        fixture.pg.initdb(&template)?;
-        println!("#   set-up: initdb {:.1}s", start.elapsed().as_secs_f64());
-        fixture.template = template;
-        Ok(fixture)
+        Ok(Self {
+            pg: Install::new(install)?,
+            xfs: Mounted::fresh(FsType::Xfs, &guest::scsi_debug_disk()?)?,
+            _module: super::load_untorn(&env.modules_dir)?,
+        })
     }
 
     /// A new directory `name` on the XFS, outside any untorn mount.
@@ -97,17 +85,17 @@ impl Fixture {
         Ok(dir)
     }
 
-    /// A cluster in a new data directory `data`, a copy of the initdb'd one: its files are
-    /// created (and its catalogs later opened) where `data` is, untorn or not.
+    /// A cluster in a new data directory `data`, a copy of the installation's template: its
+    /// files are created (and its catalogs later opened) where `data` is, untorn or not.
     fn cluster(&self, data: &Path) -> Result<Cluster<'_>> {
-        self.cluster_of(&self.pg, data)
+        cluster_of(&self.pg, data)
     }
+}
 
-    /// The same, run by the installation `pg` (of the same version).
-    fn cluster_of<'a>(&self, pg: &'a Install, data: &Path) -> Result<Cluster<'a>> {
-        copy_dir(&self.template, data)?;
-        Cluster::new(pg, data)
-    }
+/// The same, of the installation `pg`.
+fn cluster_of<'a>(pg: &'a Install, data: &Path) -> Result<Cluster<'a>> {
+    pg.new_data_dir(data)?;
+    Cluster::new(pg, data)
 }
 
 /// Makes table `t` (with index `t_pkey`) of [`ROWS`] rows, then a checkpoint; returns its size
@@ -205,8 +193,8 @@ fn ensure_covered(
 }
 
 /// The patched server on untorn (`writethrough=marked`, the default): the relation files it
-/// creates (table, index) and opens (a catalog) are in writethrough mode, WAL is not (not a
-/// relation file); each page written back is an untorn write; the setting says so.
+/// creates (table, index) and opens (a catalog) are in writethrough mode, WAL is not (not a relation file); each page written back is an untorn
+/// write; the setting says so.
 fn patched_on_untorn(fx: &Fixture) -> Result<()> {
     let src = fx.xfs_dir("pg-untorn")?;
     let upper = Mounted::mount(UNTORN, guest::path_str(&src)?, "")?;
@@ -316,7 +304,7 @@ fn unpatched_writethrough_all(fx: &Fixture) -> Result<()> {
     let unpatched = Install::new(&install_dir(postgres::UNPATCHED_VAR)?)?;
     let src = fx.xfs_dir("pg-all")?;
     let upper = Mounted::mount(UNTORN, guest::path_str(&src)?, "writethrough=all")?;
-    let mut cluster = fx.cluster_of(&unpatched, &upper.path().join("data"))?;
+    let mut cluster = cluster_of(&unpatched, &upper.path().join("data"))?;
     cluster.start("")?;
     match cluster.show("untorn_writethrough") {
         Err(e) if format!("{e:#}").contains("unrecognized configuration parameter") => {}

@@ -407,8 +407,7 @@ impl Drop for Sysctls {
 }
 
 /// A stopped cluster with pgbench's tables (and amcheck) in it, made once on the guest's
-/// temporary directory and copied to the device for each case: initdb alone takes half a
-/// minute under TCG.
+/// temporary directory and copied to the device for each case.
 struct Template {
     dir: PathBuf,
 }
@@ -417,13 +416,7 @@ impl Template {
     fn new(pg: &Install, scale: u32) -> Result<Self> {
         let dir = guest::scratch_dir("pg-crash-template")?;
         let template = Self { dir };
-        let data = template.data();
-        pg.initdb(&data)?;
-        let mut cluster = Cluster::new(pg, &data)?;
-        cluster.start("")?;
-        cluster.pgbench(&["-i", "-q", "-s", &scale.to_string()])?;
-        cluster.sql("CREATE EXTENSION amcheck")?;
-        cluster.stop()?;
+        pg.new_pgbench_data_dir(&template.data(), scale, "", &["amcheck"])?;
         Ok(template)
     }
 

@@ -6,9 +6,9 @@
 //! XFS with it off (unsafe: the ceiling), and untorn over XFS with the relation files in
 //! writethrough and full_page_writes off.
 //!
-//! One fresh XFS on the device holds everything. initdb (with data checksums) and
-//! `pgbench -i` make a template cluster once; each case gets a copy (on untorn for the untorn
-//! case). Then each run of each case, the cases taken in turns: the server starts, a warm-up
+//! One fresh XFS on the device holds everything. `pgbench -i` in a copy of the installation's
+//! data directory template (data checksums on) makes a template cluster once; each case gets a
+//! copy (on untorn for the untorn case). Then each run of each case, the cases taken in turns: the server starts, a warm-up
 //! fills its buffers, a CHECKPOINT starts every case's timed run from the same point, and the
 //! timed run follows with a per-transaction log; what the run left dirty is synced before the
 //! device's counters are read.
@@ -266,7 +266,7 @@ pub fn run(options: &Options) -> Result<Results> {
     place.make_template(&pg, options)?;
     progress.step(|| {
         format!(
-            "initdb and pgbench -i -s {}: {:.0} s",
+            "pgbench -i -s {}: {:.0} s",
             options.scale,
             start.elapsed().as_secs_f64()
         )
@@ -445,13 +445,14 @@ impl Place {
         })
     }
 
-    /// initdb (data checksums on) and `pgbench -i` in the template directory.
+    /// `pgbench -i` in a copy of the installation's template (data checksums on).
     fn make_template(&self, pg: &Install, options: &Options) -> Result<()> {
-        pg.initdb(&self.template)?;
-        let mut cluster = Cluster::new(pg, &self.template)?;
-        cluster.start(&options.server_options(Case::XfsFpwOn))?;
-        cluster.pgbench(&["-i", "-q", "-s", &options.scale.to_string()])?;
-        cluster.stop()
+        pg.new_pgbench_data_dir(
+            &self.template,
+            options.scale,
+            &options.server_options(Case::XfsFpwOn),
+            &[],
+        )
     }
 
     fn case_data(&self, case: Case) -> PathBuf {
