@@ -14,7 +14,7 @@
 
 use super::{
     stacking::UNTORN,
-    writethrough::{ensure_mode, expect_err, open_ro, read_counters, Counters},
+    writethrough::{ensure_mode, expect_err, open_ro, read_counters, set_mode, Counters},
     Env, Skip, Test,
 };
 use crate::{
@@ -193,7 +193,8 @@ fn ensure_covered(
 }
 
 /// The patched server on untorn (`writethrough=marked`, the default): the relation files it
-/// creates (table, index) and opens (a catalog) are in writethrough mode, WAL is not (not a relation file); each page written back is an untorn
+/// creates (table, index, a segment past the first) and opens (a catalog, that segment) are in
+/// writethrough mode, WAL is not (not a relation file); each page written back is an untorn
 /// write; the setting says so.
 fn patched_on_untorn(fx: &Fixture) -> Result<()> {
     let src = fx.xfs_dir("pg-untorn")?;
@@ -226,6 +227,7 @@ fn patched_on_untorn(fx: &Fixture) -> Result<()> {
         lower_file.display(),
         String::from_utf8_lossy(&value)
     );
+    ensure_second_segment_covered(&mut cluster, upper.path())?;
     // The setting follows the mount's policy, read when shown, and the server's setting.
     for (policy, shown) in [
         (
@@ -256,6 +258,76 @@ fn patched_on_untorn(fx: &Fixture) -> Result<()> {
     }
     cluster.ensure_show("untorn_data_directory", shown)?;
     cluster.stop_and_check_checksums()
+}
+
+/// Blocks of a relation segment file (`RELSEG_SIZE`, 1 GiB of 8 KiB pages, the default).
+const SEGMENT_BLOCKS: u64 = 131_072;
+/// Rows inserted into the second segment's table: some 6 pages, more than the free space of
+/// the first segment's first and last page together.
+const SEGMENT_ROWS: u32 = 200;
+
+/// Relations over 1 GiB are split into segment files `<relfilenode>.N`, created and opened by
+/// `_mdfd_openseg`, which the patch covers too. Table `s` gets a first segment of exactly
+/// 1 GiB while the server is stopped (a sparse extension: pages of zeros are new pages to
+/// PostgreSQL), so that inserting rows creates `.1`, which must be in writethrough mode and
+/// written untorn. Then with `.1`'s mode cleared and the server restarted, reading it again
+/// (a TID range scan: no 1 GiB scan) must set the mode again. The table is dropped after.
+fn ensure_second_segment_covered(cluster: &mut Cluster<'_>, mountpoint: &Path) -> Result<()> {
+    cluster.sql("CREATE TABLE s (id int, filler text) WITH (autovacuum_enabled = off)")?;
+    cluster.sql("INSERT INTO s VALUES (0, 'first')")?;
+    let first = cluster.relation_file("s")?;
+    cluster.stop()?;
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(&first)
+        .and_then(|f| f.set_len(SEGMENT_BLOCKS * 8192))
+        .with_context(|| format!("extending {} to 1 GiB", first.display()))?;
+    cluster.start("")?;
+    cluster.sql(&format!(
+        "INSERT INTO s SELECT g, repeat('s', 200) FROM generate_series(1, {SEGMENT_ROWS}) g"
+    ))?;
+    let in_second = format!("SELECT count(*) FROM s WHERE ctid >= '({SEGMENT_BLOCKS},0)'");
+    let rows = cluster.sql(&in_second)?;
+    ensure!(
+        rows.parse::<u32>().is_ok_and(|n| n > 0),
+        "rows of s in its second segment: {rows}"
+    );
+    let second = PathBuf::from(format!("{}.1", first.display()));
+    let what = format!("the second segment {}", second.display());
+    ensure_mode(
+        &open_ro(&second)?,
+        FileMode::WRITETHROUGH,
+        FileMode::WRITETHROUGH,
+        &format!("{what}, created"),
+    )?;
+    let before = read_counters(mountpoint)?;
+    cluster.sql(&format!(
+        "UPDATE s SET filler = repeat('t', 200) WHERE ctid >= '({SEGMENT_BLOCKS},0)'"
+    ))?;
+    cluster.sql("CHECKPOINT")?;
+    let untorn = grew(&before, &read_counters(mountpoint)?, "untorn_writes");
+    ensure!(
+        untorn > 0,
+        "rewriting the rows of {what} made no untorn write"
+    );
+
+    cluster.stop()?;
+    set_mode(&open_ro(&second)?, FileMode::OFF, &what)?;
+    cluster.start("")?;
+    let again = cluster.sql(&in_second)?;
+    ensure!(
+        again == rows,
+        "rows of s in {what} after a restart: {again}, before: {rows}"
+    );
+    ensure_mode(
+        &open_ro(&second)?,
+        FileMode::WRITETHROUGH,
+        FileMode::WRITETHROUGH,
+        &format!("{what}, opened again"),
+    )?;
+    println!("#   second segment: {rows} rows, {untorn} untorn writes rewriting them");
+    cluster.sql("DROP TABLE s")?;
+    Ok(())
 }
 
 /// `mount -o remount,OPTIONS` of the untorn mount at `mountpoint`.
