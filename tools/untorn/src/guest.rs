@@ -317,3 +317,27 @@ impl Drop for LoadedModule {
         }
     }
 }
+
+/// Kernel settings changed for the run, put back when dropped.
+pub struct Sysctls(Vec<(&'static str, String)>);
+
+impl Sysctls {
+    /// Writes each `(path, value)`; the old values come back when the guard is dropped.
+    pub fn set(settings: &[(&'static str, &str)]) -> Result<Self> {
+        let mut saved = Sysctls(Vec::new());
+        for &(path, value) in settings {
+            let old = fs::read_to_string(path).with_context(|| format!("cannot read {path}"))?;
+            fs::write(path, value).with_context(|| format!("cannot write {path}"))?;
+            saved.0.push((path, old.trim().to_string()));
+        }
+        Ok(saved)
+    }
+}
+
+impl Drop for Sysctls {
+    fn drop(&mut self) {
+        for (path, old) in &self.0 {
+            let _ = fs::write(path, old);
+        }
+    }
+}

@@ -1843,11 +1843,10 @@ fn mmap_fork_stress(subject: &mut Subject) -> Result<()> {
     let (mapped, from_map) = (tagged + region as u64, tagged + 2 * region as u64);
     write_first_versions(f, tagged, unit, 3 * UNITS)?;
     let map = Mapping::new(f, mapped, region, true).context("mmap of the middle region")?;
-    let hung_task = Path::new("/proc/sys/kernel/hung_task_timeout_secs");
-    let hung_task_before = fs::read_to_string(hung_task)
-        .with_context(|| format!("cannot read {}", hung_task.display()))?;
-    fs::write(hung_task, STRESS_HUNG_TASK_SECS)
-        .with_context(|| format!("cannot write {}", hung_task.display()))?;
+    let hung_task = guest::Sysctls::set(&[(
+        "/proc/sys/kernel/hung_task_timeout_secs",
+        STRESS_HUNG_TASK_SECS,
+    )])?;
     let counts: [AtomicU64; 7] = Default::default();
     const NAMES: [&str; 7] = [
         "tagged untorn writes",
@@ -1982,7 +1981,7 @@ fn mmap_fork_stress(subject: &mut Subject) -> Result<()> {
         stop.store(true, Ordering::Relaxed);
     });
     drop(watchdog);
-    let restored = fs::write(hung_task, hung_task_before.trim());
+    drop(hung_task);
     let counts: Vec<u64> = counts.iter().map(|c| c.load(Ordering::Relaxed)).collect();
     let summary: Vec<String> = NAMES
         .iter()
@@ -1993,7 +1992,6 @@ fn mmap_fork_stress(subject: &mut Subject) -> Result<()> {
     if let Some(message) = failure.into_inner().ok().flatten() {
         bail!("{message}");
     }
-    restored.with_context(|| format!("cannot restore {}", hung_task.display()))?;
     if let Some(k) = counts.iter().position(|&n| n == 0) {
         bail!(
             "no {} in {STRESS_TIME:?}: a thread made no progress",

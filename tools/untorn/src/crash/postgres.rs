@@ -26,7 +26,7 @@ use crate::{
         tornblk::TornDev,
         writethrough::{counters_file, read_counters_file},
     },
-    guest::{self, FsType, LoadedModule},
+    guest::{self, FsType, LoadedModule, Sysctls},
     postgres::{copy_dir, Cluster, Install},
     progress::Progress,
 };
@@ -381,29 +381,6 @@ pub fn run(options: &Options, seed: u64) -> Result<Report> {
     progress.finish();
     let passed = !rows.is_empty() && rows.iter().all(|r| r.passed);
     Ok(Report { seed, rows, passed })
-}
-
-/// Kernel settings changed for the run, put back when dropped.
-struct Sysctls(Vec<(&'static str, String)>);
-
-impl Sysctls {
-    fn set(settings: &[(&'static str, &str)]) -> Result<Self> {
-        let mut saved = Sysctls(Vec::new());
-        for &(path, value) in settings {
-            let old = fs::read_to_string(path).with_context(|| format!("cannot read {path}"))?;
-            fs::write(path, value).with_context(|| format!("cannot write {path}"))?;
-            saved.0.push((path, old.trim().to_string()));
-        }
-        Ok(saved)
-    }
-}
-
-impl Drop for Sysctls {
-    fn drop(&mut self) {
-        for (path, old) in &self.0 {
-            let _ = fs::write(path, old);
-        }
-    }
 }
 
 /// A stopped cluster with pgbench's tables (and amcheck) in it, made once on the guest's
