@@ -247,6 +247,25 @@ fn mount_at(fs_type: &str, source: &str, dir: &Path, options: &str) -> Result<()
     run("mount", &args).map(drop)
 }
 
+/// A [`scratch_dir`] removed with its contents when dropped.
+pub struct ScratchDir(PathBuf);
+
+impl ScratchDir {
+    pub fn new(tag: &str) -> Result<Self> {
+        scratch_dir(tag).map(Self)
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.0
+    }
+}
+
+impl Drop for ScratchDir {
+    fn drop(&mut self) {
+        let _ = fs::remove_dir_all(&self.0);
+    }
+}
+
 /// A new empty directory under the temporary directory, named after `tag`.
 pub fn scratch_dir(tag: &str) -> Result<PathBuf> {
     let base = std::env::temp_dir();

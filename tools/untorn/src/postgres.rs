@@ -33,14 +33,14 @@ pub const USER: &str = "nobody";
 /// The installation named by the environment variable `var`: `Err(why)` with how to build it
 /// if it is unset or empty; an error too if it names a directory without the programs.
 pub fn install_from_env(var: &str) -> Result<std::result::Result<PathBuf, String>> {
+    let option = if var == UNPATCHED_VAR {
+        " --unpatched"
+    } else {
+        ""
+    };
     let dir = match std::env::var_os(var) {
         Some(dir) if !dir.is_empty() => PathBuf::from(dir),
         _ => {
-            let option = if var == UNPATCHED_VAR {
-                " --unpatched"
-            } else {
-                ""
-            };
             return Ok(Err(format!(
                 "PostgreSQL is not built ({var} is not set): run tools/testing/build-postgres{option}"
             )));
@@ -65,7 +65,7 @@ pub fn install_from_env(var: &str) -> Result<std::result::Result<PathBuf, String
     let template = dir.join(TEMPLATE);
     ensure!(
         template.is_file(),
-        "{var}={}: no data directory template {}: run tools/testing/build-postgres",
+        "{var}={}: no data directory template {}: run tools/testing/build-postgres{option}",
         dir.display(),
         template.display()
     );
@@ -135,21 +135,12 @@ impl Drop for BindMount {
     }
 }
 
-/// A directory of the guest's, removed with its contents when dropped.
-struct Unpacked(PathBuf);
-
-impl Drop for Unpacked {
-    fn drop(&mut self) {
-        let _ = fs::remove_dir_all(&self.0);
-    }
-}
-
 /// The installation, reachable by [`USER`], who runs its programs.
 pub struct Install {
     mount: BindMount,
     pub user: User,
     /// [`Self::template`] unpacked, once it was needed.
-    unpacked: OnceLock<Unpacked>,
+    unpacked: OnceLock<guest::ScratchDir>,
 }
 
 impl Install {
@@ -195,8 +186,8 @@ impl Install {
         let unpacked = match self.unpacked.get() {
             Some(dir) => dir,
             None => {
-                let dir = Unpacked(guest::scratch_dir("postgres-template")?);
-                let template = dir.0.join("data");
+                let dir = guest::ScratchDir::new("postgres-template")?;
+                let template = dir.path().join("data");
                 fs::create_dir(&template)
                     .with_context(|| format!("cannot create {}", template.display()))?;
                 let out = Command::new("tar")
@@ -209,7 +200,7 @@ impl Install {
                 self.unpacked.get_or_init(|| dir)
             }
         };
-        copy_dir(&unpacked.0.join("data"), data)
+        copy_dir(&unpacked.path().join("data"), data)
     }
 
     /// A new data directory `data` with pgbench's tables at `scale` (`pgbench -i`) and the

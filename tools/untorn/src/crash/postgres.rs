@@ -385,26 +385,17 @@ pub fn run(options: &Options, seed: u64) -> Result<Report> {
 
 /// A stopped cluster with pgbench's tables (and amcheck) in it, made once on the guest's
 /// temporary directory and copied to the device for each case.
-struct Template {
-    dir: PathBuf,
-}
+struct Template(guest::ScratchDir);
 
 impl Template {
     fn new(pg: &Install, scale: u32) -> Result<Self> {
-        let dir = guest::scratch_dir("pg-crash-template")?;
-        let template = Self { dir };
+        let template = Self(guest::ScratchDir::new("pg-crash-template")?);
         pg.new_pgbench_data_dir(&template.data(), scale, "", &["amcheck"])?;
         Ok(template)
     }
 
     fn data(&self) -> PathBuf {
-        self.dir.join("data")
-    }
-}
-
-impl Drop for Template {
-    fn drop(&mut self) {
-        let _ = fs::remove_dir_all(&self.dir);
+        self.0.path().join("data")
     }
 }
 

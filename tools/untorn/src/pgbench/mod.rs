@@ -8,10 +8,10 @@
 //!
 //! One fresh XFS on the device holds everything. `pgbench -i` in a copy of the installation's
 //! data directory template (data checksums on) makes a template cluster once; each case gets a
-//! copy (on untorn for the untorn case). Then each run of each case, the cases taken in turns: the server starts, a warm-up
-//! fills its buffers, a CHECKPOINT starts every case's timed run from the same point, and the
-//! timed run follows with a per-transaction log; what the run left dirty is synced before the
-//! device's counters are read.
+//! copy (on untorn for the untorn case). Then each run of each case, the cases taken in turns:
+//! the server starts, a warm-up fills its buffers, a CHECKPOINT starts every case's timed run
+//! from the same point, and the timed run follows with a per-transaction log; what the run left
+//! dirty is synced before the device's counters are read.
 
 pub mod log;
 pub mod report;
